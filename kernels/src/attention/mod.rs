@@ -1,0 +1,1 @@
+//! Attention for one KV-head group: paged decode and tiled causal prefill.

@@ -1,0 +1,1 @@
+//! Third-party GEMMs (`gemm`, `matrixmultiply`) as baselines.

@@ -1,0 +1,1 @@
+//! `dyno kernels bench`: our kernels against baselines and the machine's limits.

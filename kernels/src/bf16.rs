@@ -1,0 +1,1 @@
+//! bf16 weights with f32 accumulation.

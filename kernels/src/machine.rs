@@ -1,0 +1,1 @@
+//! This machine's limits: identity, measured FMA peak and memory bandwidth.

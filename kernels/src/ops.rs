@@ -1,0 +1,1 @@
+//! Elementwise and reduction ops: RMSNorm, RoPE, SiLU·mul, softmax, top-k.

@@ -1,0 +1,1 @@
+//! Kernel auto-tuning: candidate search, correctness gate, and the on-disk cache.

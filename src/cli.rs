@@ -1,0 +1,46 @@
+//! Argument definitions and dispatch for `dyno` and `tune`.
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+/// dyno: a dynamometer for LLM inference.
+#[derive(Debug, Parser)]
+#[command(name = "dyno", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Emit the best config for a model on a hardware target.
+    Tune(TuneArgs),
+}
+
+/// Arguments of `dyno tune` (and of the `tune` binary).
+#[derive(Debug, Args)]
+pub struct TuneArgs {
+    /// Hardware target (a profile name such as h100, or cpu for this machine).
+    #[arg(long, default_value = "cpu")]
+    pub hw: String,
+    /// Model preset.
+    #[arg(long, default_value = "mixtral-mini")]
+    pub model: String,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Tune(args) => run_tune(args),
+    }
+}
+
+/// Runs `dyno tune`.
+pub fn run_tune(args: TuneArgs) -> Result<()> {
+    anyhow::bail!(
+        "dyno tune --hw {} --model {}: system tuning is not built yet (kernel tuning is `dyno kernels tune`)",
+        args.hw,
+        args.model
+    )
+}

@@ -1,0 +1,4 @@
+//! The `dyno` command line: parses arguments and wires the crates together. No logic lives here
+//! that a library crate could own.
+
+pub mod cli;
