@@ -297,3 +297,42 @@ unsafe fn accumulate_rows_avx2(acc: &mut [f32], p: &[f32], rows: &[&[f32]]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The documented bound: relative error below 4e-7 against `f32::exp` on [-87, 88].
+    #[test]
+    fn fast_exp_relative_error_is_below_4e_7() {
+        if !use_avx2() {
+            return;
+        }
+        let n = 2_000_000;
+        let mut worst = 0.0f64;
+        let mut xs: Vec<f32> = (0..n).map(|i| -87.0 + 175.0 * i as f32 / n as f32).collect();
+        xs.extend([0.0, -0.0, 1e-8, -1e-8, 0.5, -0.5, 88.0, -87.0]);
+        let mut ys = xs.clone();
+        // exp(x − 0) through the public-to-the-crate entry point.
+        exp_sub_sum(&mut ys, 0.0);
+        for (&x, &y) in xs.iter().zip(&ys) {
+            let want = (x as f64).exp();
+            worst = worst.max(((y as f64 - want) / want).abs());
+        }
+        assert!(worst < 4e-7, "worst relative error {worst:e}");
+    }
+
+    #[test]
+    fn fast_exp_edges() {
+        if !use_avx2() {
+            return;
+        }
+        let mut ys = [-100.0f32, 100.0, f32::NAN, f32::NEG_INFINITY, 0.0, 0.0, 0.0, 0.0];
+        exp_sub_sum(&mut ys, 0.0);
+        assert_eq!(ys[0], 0.0);
+        assert!(ys[1].is_finite() && ys[1] > 3e38);
+        assert!(ys[2].is_nan());
+        assert_eq!(ys[3], 0.0);
+        assert_eq!(ys[4], 1.0);
+    }
+}
