@@ -10,8 +10,7 @@
 
 use dyno_kernels::KernelError;
 use dyno_kernels::attention::{
-    AttentionParams, PagedKv, SeqKv, decode, decode_reference, prefill, prefill_reference,
-    write_kv,
+    AttentionParams, PagedKv, SeqKv, decode, decode_reference, prefill, prefill_reference, write_kv,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};

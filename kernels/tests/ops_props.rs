@@ -34,10 +34,13 @@ fn check(fast: &[f32], reference: &[f32], rel: f32, abs: f32, what: &str) {
 }
 
 /// `(rows, d, x)` with `x` of `rows × d` values in [-lim, lim].
-fn matrix(max_rows: usize, max_d: usize, lim: f32) -> impl Strategy<Value = (usize, usize, Vec<f32>)> {
-    (1..=max_rows, 1..=max_d).prop_flat_map(move |(r, d)| {
-        (Just(r), Just(d), prop::collection::vec(-lim..lim, r * d))
-    })
+fn matrix(
+    max_rows: usize,
+    max_d: usize,
+    lim: f32,
+) -> impl Strategy<Value = (usize, usize, Vec<f32>)> {
+    (1..=max_rows, 1..=max_d)
+        .prop_flat_map(move |(r, d)| (Just(r), Just(d), prop::collection::vec(-lim..lim, r * d)))
 }
 
 proptest! {
@@ -168,7 +171,8 @@ fn rms_norm_of_4096_wide_rows() {
 
 #[test]
 fn bad_shapes_are_errors() {
-    let shape = |r: Result<(), KernelError>| assert!(matches!(r, Err(KernelError::Shape { .. })), "{r:?}");
+    let shape =
+        |r: Result<(), KernelError>| assert!(matches!(r, Err(KernelError::Shape { .. })), "{r:?}");
     shape(rms_norm(&[1.0; 5], &[1.0; 2], 1e-5, &mut [0.0; 5]));
     shape(rms_norm(&[1.0; 4], &[1.0; 2], 1e-5, &mut [0.0; 3]));
     shape(rms_norm(&[1.0; 4], &[], 1e-5, &mut [0.0; 4]));

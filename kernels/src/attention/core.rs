@@ -132,7 +132,8 @@ impl Online {
 
     /// Writes the normalized output `acc / l` of every row into `out` (`[rows, d]`).
     pub(crate) fn finish(&self, out: &mut [f32]) {
-        for ((o, a), &l) in out.chunks_exact_mut(self.d).zip(self.acc.chunks_exact(self.d)).zip(&self.l)
+        for ((o, a), &l) in
+            out.chunks_exact_mut(self.d).zip(self.acc.chunks_exact(self.d)).zip(&self.l)
         {
             let inv = if l > 0.0 { 1.0 / l } else { 0.0 };
             for (o, a) in o.iter_mut().zip(a) {

@@ -45,7 +45,8 @@ pub fn decode(
     let part = group * (d + 2);
     let mut partials = vec![0.0f32; slices.len() * part];
     let work = |(slice, p): (&Slice, &mut [f32])| {
-        let mut state = Online::new(&q[slice.seq * row..(slice.seq + 1) * row], d, scale, params.bc);
+        let mut state =
+            Online::new(&q[slice.seq * row..(slice.seq + 1) * row], d, scale, params.bc);
         state.attend(kv, seqs[slice.seq].block_table, slice.begin, slice.end, |_| slice.end);
         let (m, rest) = p.split_at_mut(group);
         let (l, acc) = rest.split_at_mut(group);

@@ -67,7 +67,7 @@ impl PagedKv<'_> {
             ));
         }
         let block = self.block_size * self.head_dim;
-        if self.k.len() != self.v.len() || self.k.len() % block != 0 {
+        if self.k.len() != self.v.len() || !self.k.len().is_multiple_of(block) {
             return Err(KernelError::shape(
                 kernel,
                 format!(
@@ -101,7 +101,12 @@ pub struct SeqKv<'a> {
 
 impl SeqKv<'_> {
     /// Checks that the table covers `context_len` tokens and names only blocks in the pool.
-    pub fn check(&self, kernel: &'static str, kv: &PagedKv, which: usize) -> Result<(), KernelError> {
+    pub fn check(
+        &self,
+        kernel: &'static str,
+        kv: &PagedKv,
+        which: usize,
+    ) -> Result<(), KernelError> {
         check_table(kernel, kv, self.block_table, self.context_len, which)
     }
 }
@@ -125,10 +130,14 @@ fn check_table(
         ));
     }
     let num_blocks = kv.num_blocks();
-    if let Some((i, &b)) = table[..needed].iter().enumerate().find(|(_, b)| **b as usize >= num_blocks) {
+    if let Some((i, &b)) =
+        table[..needed].iter().enumerate().find(|(_, b)| **b as usize >= num_blocks)
+    {
         return Err(KernelError::shape(
             kernel,
-            format!("sequence {which}: block table entry {i} is block {b} but the pool has {num_blocks} blocks"),
+            format!(
+                "sequence {which}: block table entry {i} is block {b} but the pool has {num_blocks} blocks"
+            ),
         ));
     }
     Ok(())
@@ -187,13 +196,18 @@ fn tokens_of(
     head_dim: usize,
 ) -> Result<usize, KernelError> {
     if group == 0 {
-        return Err(KernelError::shape(kernel, "group (query heads per KV head) must be at least 1"));
-    }
-    let row = group * head_dim;
-    if len % row != 0 {
         return Err(KernelError::shape(
             kernel,
-            format!("{what} has {len} elements, not a whole number of tokens of group {group} × head_dim {head_dim}"),
+            "group (query heads per KV head) must be at least 1",
+        ));
+    }
+    let row = group * head_dim;
+    if !len.is_multiple_of(row) {
+        return Err(KernelError::shape(
+            kernel,
+            format!(
+                "{what} has {len} elements, not a whole number of tokens of group {group} × head_dim {head_dim}"
+            ),
         ));
     }
     Ok(len / row)
@@ -218,7 +232,7 @@ pub fn write_kv(
     const KERNEL: &str = "write_kv";
     let kv = PagedKv { k: k_pool, v: v_pool, block_size, head_dim };
     kv.check(KERNEL)?;
-    if k_new.len() != v_new.len() || k_new.len() % head_dim != 0 {
+    if k_new.len() != v_new.len() || !k_new.len().is_multiple_of(head_dim) {
         return Err(KernelError::shape(
             KERNEL,
             format!(
@@ -230,7 +244,8 @@ pub fn write_kv(
     }
     let n = k_new.len() / head_dim;
     check_table(KERNEL, &kv, block_table, start_pos + n, 0)?;
-    for (i, (kr, vr)) in k_new.chunks_exact(head_dim).zip(v_new.chunks_exact(head_dim)).enumerate() {
+    for (i, (kr, vr)) in k_new.chunks_exact(head_dim).zip(v_new.chunks_exact(head_dim)).enumerate()
+    {
         let t = start_pos + i;
         let off = (block_table[t / block_size] as usize * block_size + t % block_size) * head_dim;
         k_pool[off..off + head_dim].copy_from_slice(kr);

@@ -21,7 +21,7 @@ fn shape_err(kernel: &'static str, detail: String) -> Result<(), KernelError> {
 
 /// Checks that `len` is a whole number of rows of `d` (with `d > 0`) and returns the row count.
 fn rows_of(kernel: &'static str, what: &str, len: usize, d: usize) -> Result<usize, KernelError> {
-    if d == 0 || len % d != 0 {
+    if d == 0 || !len.is_multiple_of(d) {
         return Err(KernelError::shape(
             kernel,
             format!("{what} has {len} elements, not a whole number of rows of {d}"),
@@ -128,7 +128,7 @@ fn check_rope(
     heads: usize,
     head_dim: usize,
 ) -> Result<(), KernelError> {
-    if head_dim == 0 || head_dim % 2 != 0 {
+    if head_dim == 0 || !head_dim.is_multiple_of(2) {
         return shape_err("rope", format!("head_dim {head_dim} must be even and non-zero"));
     }
     let want = positions.len() * heads * head_dim;
@@ -233,7 +233,7 @@ pub struct RopeTable {
 impl RopeTable {
     /// Builds the table; `head_dim` must be even and non-zero.
     pub fn new(head_dim: usize, theta: f32, max_pos: usize) -> Result<Self, KernelError> {
-        if head_dim == 0 || head_dim % 2 != 0 {
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
             return Err(KernelError::shape(
                 "rope",
                 format!("head_dim {head_dim} must be even and non-zero"),
@@ -298,7 +298,12 @@ fn check_silu_mul(gate: &[f32], up: &[f32], out: &[f32]) -> Result<(), KernelErr
     if gate.len() != up.len() || out.len() != gate.len() {
         return shape_err(
             "silu_mul",
-            format!("gate {}, up {} and out {} must have equal lengths", gate.len(), up.len(), out.len()),
+            format!(
+                "gate {}, up {} and out {} must have equal lengths",
+                gate.len(),
+                up.len(),
+                out.len()
+            ),
         );
     }
     Ok(())
