@@ -1,4 +1,4 @@
-//! Attention benchmarks at default parameters.
+//! Attention benchmarks at default parameters (all threads), and with one thread (`/t1`).
 //!
 //! - decode: 8 sequences × 1024 context, G = 4, head_dim 128, block size 16 with a shuffled
 //!   block table. Throughput is the K+V bytes read (8 MiB per call), so criterion reports GB/s.
@@ -41,6 +41,10 @@ fn bench_decode(c: &mut Criterion) {
     group.bench_function("decode/8x1024/g4/d128", |b| {
         b.iter(|| decode(black_box(&q), &seqs, &kv, G, 0.088, &mut out, &params).unwrap())
     });
+    let one = AttentionParams { threads: 1, ..params };
+    group.bench_function("decode/8x1024/g4/d128/t1", |b| {
+        b.iter(|| decode(black_box(&q), &seqs, &kv, G, 0.088, &mut out, &one).unwrap())
+    });
     group.finish();
 }
 
@@ -59,6 +63,10 @@ fn bench_prefill(c: &mut Criterion) {
     group.throughput(Throughput::Elements((pairs * 4 * D) as u64));
     group.bench_function("prefill/512/g4/d128", |b| {
         b.iter(|| prefill(black_box(&q), 0, &seq, &kv, G, 0.088, &mut out, &params).unwrap())
+    });
+    let one = AttentionParams { threads: 1, ..params };
+    group.bench_function("prefill/512/g4/d128/t1", |b| {
+        b.iter(|| prefill(black_box(&q), 0, &seq, &kv, G, 0.088, &mut out, &one).unwrap())
     });
     group.finish();
 }

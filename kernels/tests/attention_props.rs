@@ -277,6 +277,7 @@ fn params_validate_and_name_the_field() {
         (AttentionParams { bc: 0, ..Default::default() }, "bc"),
         (AttentionParams { bc: 1 << 20, ..Default::default() }, "bc"),
         (AttentionParams { threads: 0, ..Default::default() }, "threads"),
+        (AttentionParams { br: 4096, bc: 4096, threads: 1 }, "bc"),
     ] {
         let err = p.validate().unwrap_err();
         assert_eq!(err.field, field);

@@ -159,6 +159,9 @@ pub struct AttentionParams {
 /// Largest accepted `br` and `bc`: beyond this a tile's scratch outgrows any cache.
 pub const MAX_TILE: usize = 4096;
 
+/// Largest accepted `br × bc`: a prefill tile keeps `br · G × bc` scores.
+pub const MAX_TILE_AREA: usize = 1 << 18;
+
 impl Default for AttentionParams {
     fn default() -> Self {
         Self { br: 16, bc: 64, threads: crate::threads::available() }
@@ -182,6 +185,17 @@ impl AttentionParams {
                     format!("must be at most {MAX_TILE}"),
                 ));
             }
+        }
+        if self.br * self.bc > MAX_TILE_AREA {
+            return Err(ParamError::new(
+                "attention",
+                "bc",
+                self.bc,
+                format!(
+                    "br {} × bc {} exceeds {MAX_TILE_AREA} scores per tile; shrink br or bc",
+                    self.br, self.bc
+                ),
+            ));
         }
         Ok(())
     }
