@@ -1,1 +1,0 @@
-//! Elementwise and reduction ops: RMSNorm, RoPE, SiLU·mul, softmax, top-k.
