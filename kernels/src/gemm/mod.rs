@@ -325,7 +325,6 @@ pub fn gemm_reference(
     accumulate: bool,
 ) -> Result<(), KernelError> {
     check_shapes(&a, &b, &c)?;
-    let c = c;
     for i in 0..a.rows {
         for j in 0..b.cols {
             let mut acc = 0.0f64;

@@ -24,22 +24,31 @@ pub(crate) struct Block<'a> {
 /// Packs `blk` into panels of width `w` in `dst` (which must hold `ceil(len_x / w) · w · len_p`).
 pub(crate) fn pack(blk: &Block, w: usize, dst: &mut [f32]) {
     let kb = blk.len_p;
-    let panel_len = w * kb;
-    for (q, panel) in dst.chunks_exact_mut(panel_len).take(blk.len_x.div_ceil(w)).enumerate() {
+    let panels = blk.len_x.div_ceil(w);
+    let dst = &mut dst[..panels * w * kb];
+    if !blk.len_x.is_multiple_of(w) {
+        // Zero-pad the last, partial panel.
+        dst[(panels - 1) * w * kb..].fill(0.0);
+    }
+    if blk.sx == 1 {
+        // The panel dimension is contiguous (row-major B, column-major A): walk each source line
+        // once, sequentially, dealing `w`-float pieces out to the panels.
+        for p in 0..kb {
+            let s = blk.offset + p * blk.sp;
+            for (q, piece) in blk.data[s..s + blk.len_x].chunks(w).enumerate() {
+                let d = q * w * kb + p * w;
+                dst[d..d + piece.len()].copy_from_slice(piece);
+            }
+        }
+        return;
+    }
+    for (q, panel) in dst.chunks_exact_mut(w * kb).enumerate() {
         let x0 = q * w;
         let wx = w.min(blk.len_x - x0);
         let base = blk.offset + x0 * blk.sx;
-        if wx < w {
-            panel.fill(0.0);
-        }
-        if blk.sx == 1 {
-            // The panel dimension is contiguous: copy `wx` floats per depth step.
-            for (p, row) in panel.chunks_exact_mut(w).enumerate() {
-                let s = base + p * blk.sp;
-                row[..wx].copy_from_slice(&blk.data[s..s + wx]);
-            }
-        } else if blk.sp == 1 {
-            // The depth dimension is contiguous: stream each source line into one lane.
+        if blk.sp == 1 {
+            // The depth dimension is contiguous (row-major A, B = Wᵀ): stream each source line
+            // into one lane of the panel.
             for x in 0..wx {
                 let s = base + x * blk.sx;
                 for (row, &v) in panel.chunks_exact_mut(w).zip(&blk.data[s..s + kb]) {
