@@ -287,6 +287,45 @@ fn gemm_gflops() {
                     p.nc,
                     best * 1e3
                 );
+                #[cfg(feature = "baselines")]
+                if mk == mks[0] {
+                    let par = if threads == 1 {
+                        gemm::Parallelism::None
+                    } else {
+                        gemm::Parallelism::Rayon(threads)
+                    };
+                    let mut best = f64::MAX;
+                    for _ in 0..env("GEMM_REPS").unwrap_or(5) + 1 {
+                        let t = std::time::Instant::now();
+                        // SAFETY: row-major m×k, k×n, m×n buffers of exactly those sizes.
+                        unsafe {
+                            gemm::gemm(
+                                m,
+                                n,
+                                k,
+                                c.as_mut_ptr(),
+                                1,
+                                n as isize,
+                                false,
+                                a.as_ptr(),
+                                1,
+                                k as isize,
+                                b.as_ptr(),
+                                1,
+                                n as isize,
+                                0.0f32,
+                                1.0f32,
+                                false,
+                                false,
+                                false,
+                                par,
+                            )
+                        };
+                        best = best.min(t.elapsed().as_secs_f64());
+                    }
+                    let gf = 2.0 * (m * n * k) as f64 / best / 1e9;
+                    println!("{m}x{n}x{k} gemm-crate threads={threads}: {gf:.1} GFLOP/s");
+                }
             }
         }
     }

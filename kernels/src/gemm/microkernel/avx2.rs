@@ -2,7 +2,8 @@
 //!
 //! Per step `p` of the depth loop: load NV vectors of the packed B row, then for each of the MR
 //! rows broadcast one element of the packed A column and issue NV FMAs. 16 ymm registers hold
-//! `MR·NV` accumulators + `NV` B vectors + 1 broadcast: 6×16 uses 12+2+1, 4×24 uses 12+3+1.
+//! `MR·NV` accumulators + `NV` B vectors + 1 broadcast: 6×16 uses 12+2+1, 8×8 uses 8+1+1.
+//! (4×24 would need all 16 and LLVM spills an accumulator, so it is not offered.)
 
 use std::arch::x86_64::*;
 
@@ -26,6 +27,11 @@ pub(crate) unsafe fn kernel<const MR: usize, const NV: usize>(
     let mut acc = [[_mm256_setzero_ps(); NV]; MR];
     let mut bv = [_mm256_setzero_ps(); NV];
     let (mut a, mut b) = (a, b);
+    for i in 0..MR {
+        // Warm the C tile (both ends of row `i`) while the FMAs run; a prefetch never faults.
+        _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * ldc) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * ldc + NV * LANES - 1) as *const i8);
+    }
     for _ in 0..kc {
         // SAFETY: `b` holds `kc` groups of `NV * LANES` floats and `a` `kc` groups of `MR`; we
         // advance by one group per step, so every load stays inside the packed panels.

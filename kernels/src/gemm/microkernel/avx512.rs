@@ -25,6 +25,11 @@ pub(crate) unsafe fn kernel<const MR: usize, const NV: usize>(
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     let mut bv = [_mm512_setzero_ps(); NV];
     let (mut a, mut b) = (a, b);
+    for i in 0..MR {
+        // Warm the C tile (both ends of row `i`) while the FMAs run; a prefetch never faults.
+        _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * ldc) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * ldc + NV * LANES - 1) as *const i8);
+    }
     for _ in 0..kc {
         // SAFETY: `b` holds `kc` groups of `NV * LANES` floats and `a` `kc` groups of `MR`; we
         // advance by one group per step, so every load stays inside the packed panels.
