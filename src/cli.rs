@@ -12,6 +12,7 @@ pub use kernels_cmd::KernelsArgs;
 #[derive(Debug, Parser)]
 #[command(name = "dyno", version, about, long_about = None)]
 pub struct Cli {
+    /// The command to run.
     #[command(subcommand)]
     pub command: Command,
 }

@@ -271,6 +271,9 @@ pub fn gate_shape(shape: GemmShape, params: &GemmParams, max_macs: usize) -> Gem
     )
 }
 
+/// Gate inputs and reference outputs per gate shape: `(a, b, reference c)`.
+type GateRefs = HashMap<GemmShape, (Vec<f32>, Vec<f32>, Vec<f32>)>;
+
 /// Runs `params` on `gs` and compares with the reference: `Ok(max_abs_err)` when within
 /// `tolerance · k`, `Err(reason)` otherwise.
 fn gate(
@@ -278,7 +281,7 @@ fn gate(
     params: &GemmParams,
     gs: GemmShape,
     tolerance: f64,
-    refs: &mut HashMap<GemmShape, (Vec<f32>, Vec<f32>, Vec<f32>)>,
+    refs: &mut GateRefs,
     seed: u64,
 ) -> Result<f64, (Option<f64>, String)> {
     let (a, b, want) = refs.entry(gs).or_insert_with(|| {
