@@ -191,26 +191,33 @@ fn fma_loop_scalar(iters: u64) -> f32 {
     acc.iter().sum()
 }
 
-/// Runs `work(thread_index)` on `threads` OS threads released together; returns the wall time
-/// from release to the last finisher.
+/// Runs `work(thread_index)` on `threads` OS threads released together by a barrier; returns
+/// the wall time from the earliest start to the latest finish, as clocked by the workers
+/// themselves (the spawning thread may not even be scheduled while they run).
 fn timed_parallel<F: Fn(usize) + Sync>(threads: usize, work: F) -> Duration {
     let threads = threads.max(1);
-    let barrier = Barrier::new(threads + 1);
-    std::thread::scope(|s| {
-        for t in 0..threads {
-            let barrier = &barrier;
-            let work = &work;
-            s.spawn(move || {
-                barrier.wait();
-                work(t);
-                barrier.wait();
-            });
-        }
-        barrier.wait();
-        let start = Instant::now();
-        barrier.wait();
-        start.elapsed()
-    })
+    let barrier = Barrier::new(threads);
+    let spans: Vec<(Instant, Instant)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let barrier = &barrier;
+                let work = &work;
+                s.spawn(move || {
+                    barrier.wait();
+                    let start = Instant::now();
+                    work(t);
+                    (start, Instant::now())
+                })
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    let start = spans.iter().map(|s| s.0).min();
+    let end = spans.iter().map(|s| s.1).max();
+    match (start, end) {
+        (Some(a), Some(b)) => b.duration_since(a),
+        _ => Duration::MAX, // a worker panicked: report no throughput rather than a wrong one
+    }
 }
 
 /// Measured single-precision FMA peak in GFLOP/s with `threads` threads, spending about
