@@ -3,10 +3,16 @@
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
+// Declared here rather than in lib.rs so parallel CLI work does not collide in lib.rs.
+#[path = "kernels_cmd.rs"]
+pub mod kernels_cmd;
+pub use kernels_cmd::KernelsArgs;
+
 /// dyno: a dynamometer for LLM inference.
 #[derive(Debug, Parser)]
 #[command(name = "dyno", version, about, long_about = None)]
 pub struct Cli {
+    /// The command to run.
     #[command(subcommand)]
     pub command: Command,
 }
@@ -16,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Emit the best config for a model on a hardware target.
     Tune(TuneArgs),
+    /// Benchmark and tune compute kernels on this machine (`bench`, `tune`).
+    Kernels(KernelsArgs),
 }
 
 /// Arguments of `dyno tune` (and of the `tune` binary).
@@ -33,6 +41,7 @@ pub struct TuneArgs {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Tune(args) => run_tune(args),
+        Command::Kernels(args) => kernels_cmd::run(args),
     }
 }
 

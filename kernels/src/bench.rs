@@ -1,1 +1,316 @@
 //! `dyno kernels bench`: our kernels against baselines and the machine's limits.
+//!
+//! A [`BenchReport`] holds the machine, its measured limits ([`crate::machine`]) and generic
+//! rows: kernel, shape, variant, threads, a metric (GFLOP/s for compute-bound kernels, GB/s of
+//! weights streamed for GEMV-like ones), its value and the fraction of the matching limit (FMA
+//! peak at the same thread count, or read bandwidth).
+
+use crate::error::KernelError;
+use crate::gemm::GemmParams;
+use crate::machine::{Bandwidth, DEFAULT_BANDWIDTH_BYTES, MachineId, Measurement};
+use crate::machine::{fma_peak_gflops, memory_bandwidth};
+use crate::tune::gemm::{GemmRunner, KERNEL_NAME, OurGemm, cached_best};
+use crate::tune::timing::{GemmOperands, Timing, TimingOptions};
+use crate::tune::{GemmShape, KernelCache};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// What a row measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Floating-point throughput, compared with the FMA peak at the same thread count.
+    GflopS,
+    /// Bytes of weights streamed per second, compared with the read bandwidth.
+    GbS,
+}
+
+impl Metric {
+    /// The unit as printed.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Metric::GflopS => "GFLOP/s",
+            Metric::GbS => "GB/s",
+        }
+    }
+}
+
+/// One measured (or not measurable) variant of a kernel on a shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchRow {
+    /// Kernel name (`gemm_f32`; quantized GEMV rows to come).
+    pub kernel: String,
+    /// Problem shape (`[m, n, k]` for GEMM).
+    pub shape: Vec<usize>,
+    /// Which implementation or parameter set: `ours/default`, `ours/tuned`, `gemm`,
+    /// `matrixmultiply`.
+    pub variant: String,
+    /// Threads it ran with.
+    pub threads: usize,
+    /// What `value` measures.
+    pub metric: Metric,
+    /// The measured value; `None` when the variant could not run (see `note`).
+    pub value: Option<f64>,
+    /// Median seconds per call.
+    pub median_s: Option<f64>,
+    /// The machine limit `value` is compared with (same thread count).
+    pub limit: Option<f64>,
+    /// `value / limit`.
+    pub fraction_of_limit: Option<f64>,
+    /// Our parameters, for our variants.
+    pub params: Option<GemmParams>,
+    /// Remarks: "not tuned", how threads were chosen, ...
+    pub note: Option<String>,
+}
+
+/// The machine's measured limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    /// FMA peak at each thread count a row uses (always 1 and all threads).
+    pub fma_peak: Vec<Measurement>,
+    /// Memory bandwidth at the bench's thread count.
+    pub bandwidth: Bandwidth,
+}
+
+impl Limits {
+    /// The FMA peak measured with exactly `threads` threads.
+    pub fn peak(&self, threads: usize) -> Option<f64> {
+        self.fma_peak.iter().find(|m| m.threads == threads).map(|m| m.value)
+    }
+}
+
+/// The whole report, as written by `--json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchReport {
+    /// The machine.
+    pub machine: MachineId,
+    /// Its cache key.
+    pub machine_key: String,
+    /// Its measured limits.
+    pub limits: Limits,
+    /// One row per kernel × shape × variant.
+    pub rows: Vec<BenchRow>,
+}
+
+/// What to bench and how long to spend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchOptions {
+    /// GEMM shapes.
+    pub shapes: Vec<GemmShape>,
+    /// Threads for our kernels and the `gemm` crate.
+    pub threads: usize,
+    /// Timing of each variant.
+    pub timing: TimingOptions,
+    /// Time per limit measurement (FMA peak per thread count, copy, read).
+    pub limit_budget: Duration,
+    /// Buffer size for the bandwidth measurement.
+    pub bandwidth_bytes: usize,
+    /// Seed of the random inputs.
+    pub seed: u64,
+}
+
+impl BenchOptions {
+    /// The default shapes: a square prefill-like GEMM and a batch-8 decode GEMM.
+    pub fn default_shapes() -> Vec<GemmShape> {
+        vec![GemmShape::new(1024, 1024, 1024), GemmShape::new(8, 4096, 4096)]
+    }
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self {
+            shapes: Self::default_shapes(),
+            threads: crate::threads::available(),
+            timing: TimingOptions::default(),
+            limit_budget: Duration::from_millis(500),
+            bandwidth_bytes: DEFAULT_BANDWIDTH_BYTES,
+            seed: 0,
+        }
+    }
+}
+
+/// Thread counts whose FMA peak the rows need.
+fn peak_threads(threads: usize) -> Vec<usize> {
+    let mut t = vec![1, crate::threads::available(), threads.max(1)];
+    #[cfg(feature = "baselines")]
+    t.push(crate::baselines::matrixmultiply_threads());
+    t.sort_unstable();
+    t.dedup();
+    t
+}
+
+/// Measures the limits, then every variant on every shape. Tuned params come from `cache`
+/// (fastest valid record for this machine, shape and thread count); without one the tuned row
+/// says "not tuned".
+pub fn run_bench(
+    opts: &BenchOptions,
+    cache: Option<&KernelCache>,
+) -> Result<BenchReport, KernelError> {
+    let machine = MachineId::detect();
+    let key = machine.key();
+    let threads = opts.threads.max(1);
+    let fma_peak =
+        peak_threads(threads).into_iter().map(|t| fma_peak_gflops(t, opts.limit_budget)).collect();
+    let bandwidth = memory_bandwidth(threads, opts.bandwidth_bytes, opts.limit_budget);
+    let limits = Limits { fma_peak, bandwidth };
+
+    let mut rows = Vec::new();
+    for &shape in &opts.shapes {
+        let mut ops = GemmOperands::new(shape, opts.timing.rotate_bytes, opts.seed);
+        let row =
+            |variant: &str, threads: usize, t: Option<Timing>, params, note: Option<String>| {
+                let value = t.map(|t| shape.flops() / t.median_s / 1e9);
+                let limit = limits.peak(threads);
+                BenchRow {
+                    kernel: KERNEL_NAME.into(),
+                    shape: shape.dims(),
+                    variant: variant.into(),
+                    threads,
+                    metric: Metric::GflopS,
+                    value,
+                    median_s: t.map(|t| t.median_s),
+                    limit,
+                    fraction_of_limit: value.zip(limit).map(|(v, l)| v / l),
+                    params,
+                    note,
+                }
+            };
+
+        let default = GemmParams { threads, ..GemmParams::default() };
+        let t = ops.time(&opts.timing, |a, b, c| OurGemm.run(shape, a, b, c, &default))?;
+        rows.push(row("ours/default", threads, Some(t), Some(default), None));
+
+        match cache.and_then(|c| cached_best(c, &key, shape, threads)) {
+            Some((tuned, cached_gflops)) => {
+                let t = ops.time(&opts.timing, |a, b, c| OurGemm.run(shape, a, b, c, &tuned))?;
+                let note = format!("cache had {cached_gflops:.1} GFLOP/s");
+                rows.push(row("ours/tuned", threads, Some(t), Some(tuned), Some(note)));
+            }
+            None => {
+                let note = format!("not tuned (run `dyno kernels tune --shape {shape}`)");
+                rows.push(row("ours/tuned", threads, None, None, Some(note)));
+            }
+        }
+
+        #[cfg(feature = "baselines")]
+        {
+            use crate::baselines::{gemm_crate_f32, matrixmultiply_f32, matrixmultiply_threads};
+            let (m, n, k) = (shape.m, shape.n, shape.k);
+            let t = ops.time(&opts.timing, |a, b, c| gemm_crate_f32(m, n, k, a, b, c, threads))?;
+            rows.push(row(
+                "gemm",
+                threads,
+                Some(t),
+                None,
+                Some("gemm 0.19, Parallelism::Rayon".into()),
+            ));
+            let mt = matrixmultiply_threads();
+            let t = ops.time(&opts.timing, |a, b, c| matrixmultiply_f32(m, n, k, a, b, c))?;
+            let note = "threads: MATMUL_NUM_THREADS or physical cores, max 4".to_string();
+            rows.push(row("matrixmultiply", mt, Some(t), None, Some(note)));
+        }
+    }
+    Ok(BenchReport { machine, machine_key: key, limits, rows })
+}
+
+impl BenchReport {
+    /// A readable table: machine, limits, then one line per row.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let m = &self.machine;
+        let _ = writeln!(
+            s,
+            "machine: {}  (isa {}, {} threads, flags {})",
+            m.cpu_model,
+            m.isa,
+            m.cores,
+            m.flags.join(",")
+        );
+        for p in &self.limits.fma_peak {
+            let _ = writeln!(
+                s,
+                "fma peak, {:>2} thread(s): {:>8.1} GFLOP/s   [{}]",
+                p.threads, p.value, p.method
+            );
+        }
+        for (name, b) in
+            [("copy", &self.limits.bandwidth.copy), ("read", &self.limits.bandwidth.read)]
+        {
+            let _ = writeln!(
+                s,
+                "memory {name}, {:>2} thread(s): {:>6.1} GB/s   [{}]",
+                b.threads, b.value, b.method
+            );
+        }
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "{:<10} {:<16} {:<15} {:>3} {:>12} {:>8}  notes",
+            "kernel", "shape m,n,k", "variant", "thr", "value", "of peak"
+        );
+        for r in &self.rows {
+            let shape = r.shape.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+            let value = r.value.map_or("-".to_string(), |v| format!("{v:.1} {}", r.metric.unit()));
+            let frac =
+                r.fraction_of_limit.map_or("-".to_string(), |f| format!("{:.1}%", f * 100.0));
+            let mut note = r.note.clone().unwrap_or_default();
+            if let Some(p) = &r.params {
+                let _ = write!(
+                    note,
+                    "{}mc={} kc={} nc={} {}",
+                    if note.is_empty() { "" } else { "; " },
+                    p.mc,
+                    p.kc,
+                    p.nc,
+                    serde_json::to_value(p.micro_kernel)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default()
+                );
+            }
+            let _ = writeln!(
+                s,
+                "{:<10} {:<16} {:<15} {:>3} {:>12} {:>8}  {}",
+                r.kernel, shape, r.variant, r.threads, value, frac, note
+            );
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiny_bench_has_every_row() {
+        let opts = BenchOptions {
+            shapes: vec![GemmShape::new(3, 5, 7)],
+            threads: 1,
+            timing: TimingOptions {
+                budget: Duration::ZERO,
+                min_repeats: 1,
+                max_repeats: 1,
+                rotate_bytes: 0,
+                ..Default::default()
+            },
+            limit_budget: Duration::from_millis(5),
+            bandwidth_bytes: 1 << 20,
+            seed: 0,
+        };
+        let r = run_bench(&opts, None).unwrap();
+        let variants: Vec<&str> = r.rows.iter().map(|r| r.variant.as_str()).collect();
+        assert!(variants.starts_with(&["ours/default", "ours/tuned"]), "{variants:?}");
+        #[cfg(feature = "baselines")]
+        assert!(variants.contains(&"gemm") && variants.contains(&"matrixmultiply"));
+        assert!(r.rows[1].value.is_none());
+        assert!(r.rows[1].note.as_deref().unwrap_or("").contains("not tuned"));
+        assert!(r.rows[0].fraction_of_limit.is_some());
+        assert!(r.limits.peak(1).is_some());
+        let json = serde_json::to_string(&r).unwrap();
+        let back: BenchReport = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.rows.len(), r.rows.len());
+        assert!(r.table().contains("ours/default"));
+    }
+}
