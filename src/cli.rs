@@ -3,10 +3,7 @@
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
-// Declared here rather than in lib.rs so parallel CLI work does not collide in lib.rs.
-#[path = "kernels_cmd.rs"]
-pub mod kernels_cmd;
-pub use kernels_cmd::KernelsArgs;
+use crate::kernels_cmd::{self, KernelsArgs};
 
 /// dyno: a dynamometer for LLM inference.
 #[derive(Debug, Parser)]

@@ -2,3 +2,4 @@
 //! that a library crate could own.
 
 pub mod cli;
+pub mod kernels_cmd;

@@ -1,3 +1,5 @@
+//! `dyno`: the command line entry point; see `dyno --help`.
+
 use clap::Parser;
 use dyno::cli::{Cli, run};
 use std::process::ExitCode;
