@@ -63,6 +63,10 @@ pub struct KernelsBenchArgs {
     /// Buffer size of the memory-bandwidth measurement, in MiB (keep it well past L3).
     #[arg(long, value_name = "MIB", default_value_t = 256, value_parser = positive)]
     pub mem_mib: usize,
+    /// Repeat every measurement this many times, round-robin, and keep each one's best round
+    /// (shields comparisons from noisy neighbours on shared machines).
+    #[arg(long, default_value_t = 3, value_parser = positive)]
+    pub rounds: usize,
 }
 
 /// Arguments of `dyno kernels tune`.
@@ -118,6 +122,7 @@ fn run_bench_cmd(a: KernelsBenchArgs) -> Result<()> {
         limit_budget: Duration::from_millis(a.limit_ms),
         bandwidth_bytes: a.mem_mib << 20,
         seed: 0,
+        rounds: a.rounds,
     };
     let report = run_bench(&opts, Some(&cache))?;
     print!("{}", report.table());

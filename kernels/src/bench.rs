@@ -108,6 +108,9 @@ pub struct BenchOptions {
     pub bandwidth_bytes: usize,
     /// Seed of the random inputs.
     pub seed: u64,
+    /// Times the whole set of measurements is repeated, round-robin; each figure is the best
+    /// round's.
+    pub rounds: usize,
 }
 
 impl BenchOptions {
@@ -126,6 +129,7 @@ impl Default for BenchOptions {
             limit_budget: Duration::from_millis(500),
             bandwidth_bytes: DEFAULT_BANDWIDTH_BYTES,
             seed: 0,
+            rounds: 3,
         }
     }
 }
@@ -140,9 +144,40 @@ fn peak_threads(threads: usize) -> Vec<usize> {
     t
 }
 
-/// Measures the limits, then every variant on every shape. Tuned params come from `cache`
-/// (fastest valid record for this machine, shape and thread count); without one the tuned row
-/// says "not tuned".
+/// One call of a GEMM implementation on `(a, b, c)`.
+type GemmCall<'a> = Box<dyn FnMut(&[f32], &[f32], &mut [f32]) -> Result<(), KernelError> + 'a>;
+
+/// A named way to run one GEMM shape, timed once per round.
+struct GemmVariant<'a> {
+    name: &'static str,
+    threads: usize,
+    params: Option<GemmParams>,
+    note: Option<String>,
+    /// `None` when the variant cannot run (for example: nothing tuned yet).
+    run: Option<GemmCall<'a>>,
+}
+
+/// Keeps the faster of two timings of the same variant (rounds fight machine noise).
+fn faster(best: Option<Timing>, t: Timing) -> Timing {
+    match best {
+        Some(b) if b.median_s <= t.median_s => b,
+        _ => t,
+    }
+}
+
+/// Keeps the higher of two measurements of the same limit.
+fn higher(best: Option<Measurement>, m: Measurement) -> Measurement {
+    match best {
+        Some(b) if b.value >= m.value => b,
+        _ => m,
+    }
+}
+
+/// Measures the limits, then every variant on every shape, `opts.rounds` times round-robin,
+/// keeping each variant's fastest median and each limit's highest value: on a shared or
+/// virtualized machine, a slow spell then hits one round of one variant instead of skewing a
+/// whole comparison. Tuned params come from `cache` (fastest valid record for this machine,
+/// shape and thread count); without one the tuned row says "not tuned".
 pub fn run_bench(
     opts: &BenchOptions,
     cache: Option<&KernelCache>,
@@ -150,68 +185,123 @@ pub fn run_bench(
     let machine = MachineId::detect();
     let key = machine.key();
     let threads = opts.threads.max(1);
-    let fma_peak =
-        peak_threads(threads).into_iter().map(|t| fma_peak_gflops(t, opts.limit_budget)).collect();
-    let bandwidth = memory_bandwidth(threads, opts.bandwidth_bytes, opts.limit_budget);
-    let limits = Limits { fma_peak, bandwidth };
+    let rounds = opts.rounds.max(1);
+    let peak_counts = peak_threads(threads);
 
-    let mut rows = Vec::new();
-    for &shape in &opts.shapes {
-        let mut ops = GemmOperands::new(shape, opts.timing.rotate_bytes, opts.seed);
-        let row =
-            |variant: &str, threads: usize, t: Option<Timing>, params, note: Option<String>| {
-                let value = t.map(|t| shape.flops() / t.median_s / 1e9);
-                let limit = limits.peak(threads);
-                BenchRow {
-                    kernel: KERNEL_NAME.into(),
-                    shape: shape.dims(),
-                    variant: variant.into(),
-                    threads,
-                    metric: Metric::GflopS,
-                    value,
-                    median_s: t.map(|t| t.median_s),
-                    limit,
-                    fraction_of_limit: value.zip(limit).map(|(v, l)| v / l),
-                    params,
-                    note,
-                }
-            };
+    let mut operands: Vec<GemmOperands> = opts
+        .shapes
+        .iter()
+        .map(|&shape| GemmOperands::new(shape, opts.timing.rotate_bytes, opts.seed))
+        .collect();
+    let mut variants: Vec<Vec<GemmVariant>> =
+        opts.shapes.iter().map(|&shape| gemm_variants(shape, threads, cache, &key)).collect();
 
-        let default = GemmParams { threads, ..GemmParams::default() };
-        let t = ops.time(&opts.timing, |a, b, c| OurGemm.run(shape, a, b, c, &default))?;
-        rows.push(row("ours/default", threads, Some(t), Some(default), None));
-
-        match cache.and_then(|c| cached_best(c, &key, shape, threads)) {
-            Some((tuned, cached_gflops)) => {
-                let t = ops.time(&opts.timing, |a, b, c| OurGemm.run(shape, a, b, c, &tuned))?;
-                let note = format!("cache had {cached_gflops:.1} GFLOP/s");
-                rows.push(row("ours/tuned", threads, Some(t), Some(tuned), Some(note)));
-            }
-            None => {
-                let note = format!("not tuned (run `dyno kernels tune --shape {shape}`)");
-                rows.push(row("ours/tuned", threads, None, None, Some(note)));
+    let mut peaks: Vec<Option<Measurement>> = vec![None; peak_counts.len()];
+    let mut bandwidth: Option<Bandwidth> = None;
+    let mut timings: Vec<Vec<Option<Timing>>> =
+        variants.iter().map(|v| vec![None; v.len()]).collect();
+    for _ in 0..rounds {
+        for (best, &t) in peaks.iter_mut().zip(&peak_counts) {
+            *best = Some(higher(best.take(), fma_peak_gflops(t, opts.limit_budget)));
+        }
+        let b = memory_bandwidth(threads, opts.bandwidth_bytes, opts.limit_budget);
+        bandwidth = Some(match bandwidth {
+            Some(old) => Bandwidth {
+                copy: higher(Some(old.copy), b.copy),
+                read: higher(Some(old.read), b.read),
+            },
+            None => b,
+        });
+        for ((ops, shape_variants), shape_timings) in
+            operands.iter_mut().zip(&mut variants).zip(&mut timings)
+        {
+            for (v, best) in shape_variants.iter_mut().zip(shape_timings.iter_mut()) {
+                let Some(run) = v.run.as_mut() else { continue };
+                let t = ops.time(&opts.timing, run)?;
+                *best = Some(faster(best.take(), t));
             }
         }
+    }
+    let limits = Limits {
+        fma_peak: peaks.into_iter().flatten().collect(),
+        bandwidth: bandwidth.expect("at least one round ran"),
+    };
 
-        #[cfg(feature = "baselines")]
-        {
-            use crate::baselines::{gemm_crate_f32, matrixmultiply_f32, matrixmultiply_threads};
-            let (m, n, k) = (shape.m, shape.n, shape.k);
-            let t = ops.time(&opts.timing, |a, b, c| gemm_crate_f32(m, n, k, a, b, c, threads))?;
-            rows.push(row(
-                "gemm",
-                threads,
-                Some(t),
-                None,
-                Some("gemm 0.19, Parallelism::Rayon".into()),
-            ));
-            let mt = matrixmultiply_threads();
-            let t = ops.time(&opts.timing, |a, b, c| matrixmultiply_f32(m, n, k, a, b, c))?;
-            let note = "threads: MATMUL_NUM_THREADS or physical cores, max 4".to_string();
-            rows.push(row("matrixmultiply", mt, Some(t), None, Some(note)));
+    let mut rows = Vec::new();
+    for ((shape, shape_variants), shape_timings) in opts.shapes.iter().zip(variants).zip(timings) {
+        for (v, t) in shape_variants.into_iter().zip(shape_timings) {
+            let value = t.map(|t| shape.flops() / t.median_s / 1e9);
+            let limit = limits.peak(v.threads);
+            rows.push(BenchRow {
+                kernel: KERNEL_NAME.into(),
+                shape: shape.dims(),
+                variant: v.name.into(),
+                threads: v.threads,
+                metric: Metric::GflopS,
+                value,
+                median_s: t.map(|t| t.median_s),
+                limit,
+                fraction_of_limit: value.zip(limit).map(|(v, l)| v / l),
+                params: v.params,
+                note: v.note,
+            });
         }
     }
     Ok(BenchReport { machine, machine_key: key, limits, rows })
+}
+
+/// The GEMM variants benched on `shape`: ours at default and tuned params, then the baselines.
+fn gemm_variants<'a>(
+    shape: GemmShape,
+    threads: usize,
+    cache: Option<&KernelCache>,
+    machine_key: &str,
+) -> Vec<GemmVariant<'a>> {
+    let mut out = Vec::new();
+    let default = GemmParams { threads, ..GemmParams::default() };
+    out.push(GemmVariant {
+        name: "ours/default",
+        threads,
+        params: Some(default),
+        note: None,
+        run: Some(Box::new(move |a, b, c| OurGemm.run(shape, a, b, c, &default))),
+    });
+    match cache.and_then(|c| cached_best(c, machine_key, shape, threads)) {
+        Some((tuned, cached_gflops)) => out.push(GemmVariant {
+            name: "ours/tuned",
+            threads,
+            params: Some(tuned),
+            note: Some(format!("cache had {cached_gflops:.1} GFLOP/s")),
+            run: Some(Box::new(move |a, b, c| OurGemm.run(shape, a, b, c, &tuned))),
+        }),
+        None => out.push(GemmVariant {
+            name: "ours/tuned",
+            threads,
+            params: None,
+            note: Some(format!("not tuned (run `dyno kernels tune --shape {shape}`)")),
+            run: None,
+        }),
+    }
+    #[cfg(feature = "baselines")]
+    {
+        use crate::baselines::{gemm_crate_f32, matrixmultiply_f32, matrixmultiply_threads};
+        let (m, n, k) = (shape.m, shape.n, shape.k);
+        out.push(GemmVariant {
+            name: "gemm",
+            threads,
+            params: None,
+            note: Some("gemm 0.19, Parallelism::Rayon".into()),
+            run: Some(Box::new(move |a, b, c| gemm_crate_f32(m, n, k, a, b, c, threads))),
+        });
+        out.push(GemmVariant {
+            name: "matrixmultiply",
+            threads: matrixmultiply_threads(),
+            params: None,
+            note: Some("threads: MATMUL_NUM_THREADS or physical cores, max 4".into()),
+            run: Some(Box::new(move |a, b, c| matrixmultiply_f32(m, n, k, a, b, c))),
+        });
+    }
+    out
 }
 
 impl BenchReport {
@@ -298,6 +388,7 @@ mod tests {
             limit_budget: Duration::from_millis(5),
             bandwidth_bytes: 1 << 20,
             seed: 0,
+            rounds: 2,
         };
         let r = run_bench(&opts, None).unwrap();
         let variants: Vec<&str> = r.rows.iter().map(|r| r.variant.as_str()).collect();
