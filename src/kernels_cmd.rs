@@ -38,12 +38,28 @@ fn positive(s: &str) -> Result<usize, String> {
     }
 }
 
+/// A GEMV weight shape `n,k`: k must be a multiple of 128 (every quantization group).
+fn gemv_shape(s: &str) -> Result<(usize, usize), String> {
+    let parts: Vec<&str> = s.split(',').collect();
+    let [n, k] = parts.as_slice() else {
+        return Err(format!("`{s}` is not n,k (two positive integers, e.g. 8192,8192)"));
+    };
+    let (n, k) = (positive(n)?, positive(k)?);
+    if k % 128 != 0 {
+        return Err(format!("k = {k} must be a multiple of 128 (the largest int4 group)"));
+    }
+    Ok((n, k))
+}
+
 /// Arguments of `dyno kernels bench`.
 #[derive(Debug, Args)]
 pub struct KernelsBenchArgs {
     /// GEMM shape m,n,k (repeatable) [default: 1024,1024,1024 and 8,4096,4096].
     #[arg(long = "shape", value_name = "M,N,K")]
     pub shapes: Vec<GemmShape>,
+    /// Quantized and bf16 GEMV weight shape n,k (repeatable) [default: 8192,8192].
+    #[arg(long = "gemv", value_name = "N,K", value_parser = gemv_shape)]
+    pub gemv_shapes: Vec<(usize, usize)>,
     /// Threads for our GEMM and the `gemm` crate [default: all available].
     #[arg(long, value_parser = positive)]
     pub threads: Option<usize>,
@@ -122,6 +138,7 @@ fn run_bench_cmd(a: KernelsBenchArgs) -> Result<()> {
         limit_budget: Duration::from_millis(a.limit_ms),
         bandwidth_bytes: a.mem_mib << 20,
         seed: 0,
+        gemv_shapes: if a.gemv_shapes.is_empty() { vec![(8192, 8192)] } else { a.gemv_shapes },
         rounds: a.rounds,
     };
     let report = run_bench(&opts, Some(&cache))?;

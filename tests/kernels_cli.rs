@@ -98,6 +98,8 @@ fn bench_json_has_the_expected_rows() {
         "6,300,600",
         "--shape",
         "3,5,7",
+        "--gemv",
+        "8,256",
         "--threads",
         "1",
         "--budget-ms",
@@ -141,6 +143,31 @@ fn bench_json_has_the_expected_rows() {
     let untuned = find(serde_json::json!([3, 5, 7]), "ours/tuned");
     assert!(untuned["value"].is_null());
     assert!(untuned["note"].as_str().unwrap().contains("not tuned"));
+    for (kernel, variant) in [
+        ("int8_gemv", "ours/f32-acts"),
+        ("int8_gemv", "ours/int8-acts"),
+        ("int4_gemv", "ours/f32-acts"),
+        ("int4_gemv", "ours/int8-acts"),
+        ("bf16_gemv", "ours"),
+    ] {
+        let r = rows
+            .iter()
+            .find(|r| r["kernel"] == kernel && r["variant"] == variant)
+            .unwrap_or_else(|| panic!("no {kernel} {variant} row: {rows:?}"));
+        assert_eq!(r["shape"], serde_json::json!([1, 8, 256]));
+        assert_eq!(r["metric"], "gb_s");
+        assert!(r["fraction_of_limit"].as_f64().unwrap() > 0.0);
+    }
+}
+
+#[test]
+fn bad_gemv_shapes_fail_naming_the_flag() {
+    for bad in ["8,100", "8", "x,128", "0,128"] {
+        let o = dyno(&["kernels", "bench", "--gemv", bad]);
+        let (stdout, stderr) = text(&o);
+        assert!(!o.status.success(), "--gemv {bad} succeeded: {stdout}");
+        assert!(stderr.contains("--gemv") && stderr.contains(bad), "{bad}: {stderr}");
+    }
 }
 
 #[test]

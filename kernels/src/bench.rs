@@ -10,7 +10,7 @@ use crate::gemm::GemmParams;
 use crate::machine::{Bandwidth, DEFAULT_BANDWIDTH_BYTES, MachineId, Measurement};
 use crate::machine::{fma_peak_gflops, memory_bandwidth};
 use crate::tune::gemm::{GemmRunner, KERNEL_NAME, OurGemm, cached_best};
-use crate::tune::timing::{GemmOperands, Timing, TimingOptions};
+use crate::tune::timing::{GemmOperands, Timing, TimingOptions, time_calls};
 use crate::tune::{GemmShape, KernelCache};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -108,6 +108,8 @@ pub struct BenchOptions {
     pub bandwidth_bytes: usize,
     /// Seed of the random inputs.
     pub seed: u64,
+    /// Weight shapes `(n, k)` for the quantized and bf16 GEMV rows (one activation row).
+    pub gemv_shapes: Vec<(usize, usize)>,
     /// Times the whole set of measurements is repeated, round-robin; each figure is the best
     /// round's.
     pub rounds: usize,
@@ -129,6 +131,7 @@ impl Default for BenchOptions {
             limit_budget: Duration::from_millis(500),
             bandwidth_bytes: DEFAULT_BANDWIDTH_BYTES,
             seed: 0,
+            gemv_shapes: vec![(8192, 8192)],
             rounds: 3,
         }
     }
@@ -196,6 +199,17 @@ pub fn run_bench(
     let mut variants: Vec<Vec<GemmVariant>> =
         opts.shapes.iter().map(|&shape| gemm_variants(shape, threads, cache, &key)).collect();
 
+    let mut gemv: Vec<GemvVariant> = opts
+        .gemv_shapes
+        .iter()
+        .flat_map(|&(n, k)| gemv_variants(n, k, threads))
+        .collect::<Result<_, _>>()?;
+    let max_k = opts.gemv_shapes.iter().map(|s| s.1).max().unwrap_or(0);
+    let max_n = opts.gemv_shapes.iter().map(|s| s.0).max().unwrap_or(0);
+    let gemv_x: Vec<f32> = (0..max_k).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+    let mut gemv_y = vec![0.0f32; max_n];
+    let mut gemv_timings: Vec<Option<Timing>> = vec![None; gemv.len()];
+
     let mut peaks: Vec<Option<Measurement>> = vec![None; peak_counts.len()];
     let mut bandwidth: Option<Bandwidth> = None;
     let mut timings: Vec<Vec<Option<Timing>>> =
@@ -212,6 +226,10 @@ pub fn run_bench(
             },
             None => b,
         });
+        for (v, best) in gemv.iter_mut().zip(gemv_timings.iter_mut()) {
+            let t = time_calls(&opts.timing, |_| (v.run)(&gemv_x, &mut gemv_y))?;
+            *best = Some(faster(best.take(), t));
+        }
         for ((ops, shape_variants), shape_timings) in
             operands.iter_mut().zip(&mut variants).zip(&mut timings)
         {
@@ -247,7 +265,99 @@ pub fn run_bench(
             });
         }
     }
+    for (v, t) in gemv.into_iter().zip(gemv_timings) {
+        let value = t.map(|t| v.bytes as f64 / t.median_s / 1e9);
+        let limit = Some(limits.bandwidth.read.value);
+        rows.push(BenchRow {
+            kernel: v.kernel.into(),
+            shape: vec![1, v.n, v.k],
+            variant: v.name.into(),
+            threads,
+            metric: Metric::GbS,
+            value,
+            median_s: t.map(|t| t.median_s),
+            limit,
+            fraction_of_limit: value.zip(limit).map(|(v, l)| v / l),
+            params: None,
+            note: Some(v.note),
+        });
+    }
     Ok(BenchReport { machine, machine_key: key, limits, rows })
+}
+
+/// One call of a GEMV implementation: `y[..n] = W · x[..k]`.
+type GemvCall = Box<dyn FnMut(&[f32], &mut [f32]) -> Result<(), KernelError>>;
+
+/// A quantized or bf16 GEMV variant: decode's matmul, limited by streaming the weights.
+struct GemvVariant {
+    kernel: &'static str,
+    name: &'static str,
+    n: usize,
+    k: usize,
+    /// Bytes of weights (and scales) one call streams.
+    bytes: usize,
+    note: String,
+    run: GemvCall,
+}
+
+/// The GEMV variants for an `[n, k]` weight: int8 and int4 (group 32) with f32 and with int8
+/// activations, and bf16. Weights are random; speed does not depend on their values.
+fn gemv_variants(n: usize, k: usize, threads: usize) -> Vec<Result<GemvVariant, KernelError>> {
+    use crate::bf16::{Bf16Matrix, Bf16Params};
+    use crate::quant::{ActivationMode, Int4Matrix, Int8Matrix, QuantParams};
+    use std::sync::Arc;
+    let w: Vec<f32> = (0..n * k).map(|i| ((i * 2654435761) % 2001) as f32 / 1000.0 - 1.0).collect();
+    let mut out = Vec::new();
+    let int8 = match Int8Matrix::quantize(&w, n, k) {
+        Ok(q) => Arc::new(q),
+        Err(e) => return vec![Err(e)],
+    };
+    let int4 = match Int4Matrix::quantize(&w, n, k, 32) {
+        Ok(q) => Arc::new(q),
+        Err(e) => return vec![Err(e)],
+    };
+    for mode in [ActivationMode::F32, ActivationMode::Int8] {
+        let p = QuantParams { threads, activations: mode, ..QuantParams::default() };
+        let (name, acts) = match mode {
+            ActivationMode::Int8 => ("ours/int8-acts", "activations quantized to int8 per 32"),
+            _ => ("ours/f32-acts", "f32 activations, weights dequantized in registers"),
+        };
+        let q = int8.clone();
+        out.push(Ok(GemvVariant {
+            kernel: "int8_gemv",
+            name,
+            n,
+            k,
+            bytes: q.weight_bytes(),
+            note: format!("{acts}; GB/s of int8 weights + f16 scales"),
+            run: Box::new(move |x, y| q.matmul(&x[..k], 1, &mut y[..n], &p)),
+        }));
+        let q = int4.clone();
+        out.push(Ok(GemvVariant {
+            kernel: "int4_gemv",
+            name,
+            n,
+            k,
+            bytes: q.weight_bytes(),
+            note: format!("{acts}; group 32; GB/s of nibbles + f16 scales"),
+            run: Box::new(move |x, y| q.matmul(&x[..k], 1, &mut y[..n], &p)),
+        }));
+    }
+    let b = match Bf16Matrix::from_f32(&w, n, k) {
+        Ok(b) => b,
+        Err(e) => return vec![Err(e)],
+    };
+    let p = Bf16Params { threads, ..Bf16Params::default() };
+    out.push(Ok(GemvVariant {
+        kernel: "bf16_gemv",
+        name: "ours",
+        n,
+        k,
+        bytes: b.weight_bytes(),
+        note: "GB/s of bf16 weights".into(),
+        run: Box::new(move |x, y| b.matmul(&x[..k], 1, &mut y[..n], &p)),
+    }));
+    out
 }
 
 /// The GEMM variants benched on `shape`: ours at default and tuned params, then the baselines.
@@ -388,6 +498,7 @@ mod tests {
             limit_budget: Duration::from_millis(5),
             bandwidth_bytes: 1 << 20,
             seed: 0,
+            gemv_shapes: vec![(5, 64)],
             rounds: 2,
         };
         let r = run_bench(&opts, None).unwrap();
