@@ -45,7 +45,7 @@ fn gemv_shape(s: &str) -> Result<(usize, usize), String> {
         return Err(format!("`{s}` is not n,k (two positive integers, e.g. 8192,8192)"));
     };
     let (n, k) = (positive(n)?, positive(k)?);
-    if k % 128 != 0 {
+    if !k.is_multiple_of(128) {
         return Err(format!("k = {k} must be a multiple of 128 (the largest int4 group)"));
     }
     Ok((n, k))

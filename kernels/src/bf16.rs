@@ -178,7 +178,7 @@ mod tests {
 
     #[test]
     fn rounding_is_to_nearest_and_widening_exact() {
-        let w = [1.0f32, 1.00390625, -3.5, 1e-3];
+        let w = [1.0f32, 1.0 + 1.0 / 256.0, -3.5, 1e-3];
         let m = Bf16Matrix::from_f32(&w, 1, 4).unwrap();
         let back = m.to_f32();
         assert_eq!(back[0], 1.0);

@@ -128,7 +128,7 @@ fn check_weight_shape(
     cols: usize,
     block: usize,
 ) -> Result<(), KernelError> {
-    if cols % block != 0 || cols == 0 {
+    if !cols.is_multiple_of(block) || cols == 0 {
         return Err(KernelError::shape(
             kernel,
             format!("cols = {cols} must be a positive multiple of the block size {block}"),
