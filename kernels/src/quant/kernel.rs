@@ -322,9 +322,6 @@ mod avx2 {
         tile: Tile,
     ) -> [f32; R] {
         let chunks = cols / BLOCK;
-        // Chunks per scale: 1, 2 or 4, a power of two, so the scale of chunk c is c >> shift.
-        debug_assert!(group.is_power_of_two() && group >= BLOCK);
-        let shift = (group / BLOCK).trailing_zeros();
         let mut acc = [_mm256_setzero_ps(); R];
         // SAFETY: every pointer offset below is < cols (or < cols / 32 for scales) of a row
         // the caller sized; intrinsics are enabled by this function's target features.
@@ -334,7 +331,7 @@ mod avx2 {
                     let ones = _mm256_set1_epi16(1);
                     for c in 0..chunks {
                         let w = load_chunk(row, c);
-                        let ws = scale(*scales.get_unchecked(c >> shift));
+                        let ws = scale(scales[c * BLOCK / group]);
                         // |w| as u8 times x·sign(w) as i8: maddubs needs one unsigned operand.
                         let aw = _mm256_sign_epi8(w, w);
                         for (i, a) in acc.iter_mut().enumerate() {
@@ -358,7 +355,7 @@ mod avx2 {
                             _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)),
                             _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))),
                         ];
-                        let ws = _mm256_set1_ps(scale(*scales.get_unchecked(c >> shift)));
+                        let ws = _mm256_set1_ps(scale(scales[c * BLOCK / group]));
                         for (i, a) in acc.iter_mut().enumerate() {
                             let xp = x.as_ptr().add(i * cols + c * BLOCK);
                             let mut blk = _mm256_mul_ps(wf[0], _mm256_loadu_ps(xp));
