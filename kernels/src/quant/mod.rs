@@ -156,6 +156,48 @@ fn quantize_block(block: &[f32], qmin: f32, qmax: f32, mut put: impl FnMut(usize
     scale
 }
 
+/// The methods `Int8Matrix` and `Int4Matrix` share word for word: dimensions, the fast
+/// `matmul` and its oracle. Each type provides `view()` and `dequantize()`.
+macro_rules! shared_matrix_methods {
+    ($kernel:literal) => {
+        /// Output features (n).
+        pub fn rows(&self) -> usize {
+            self.rows
+        }
+
+        /// Input features (k).
+        pub fn cols(&self) -> usize {
+            self.cols
+        }
+
+        /// `y = x · Wᵀ` for `x` of `m × cols` and `y` of `m × rows`, blocked by `params`.
+        pub fn matmul(
+            &self,
+            x: &[f32],
+            m: usize,
+            y: &mut [f32],
+            params: &QuantParams,
+        ) -> Result<(), KernelError> {
+            params.validate()?;
+            check_operands($kernel, x, m, y, self.rows, self.cols)?;
+            kernel::matmul(self.view(), x, m, y, params);
+            Ok(())
+        }
+
+        /// The oracle: dequantized weights times `f32` activations, accumulated in `f64`.
+        pub fn matmul_reference(
+            &self,
+            x: &[f32],
+            m: usize,
+            y: &mut [f32],
+        ) -> Result<(), KernelError> {
+            check_operands($kernel, x, m, y, self.rows, self.cols)?;
+            matmul_reference_dense(&self.dequantize(), self.rows, self.cols, x, m, y);
+            Ok(())
+        }
+    };
+}
+
 impl Int8Matrix {
     /// Quantizes a row-major `[rows, cols]` matrix; `cols` must be a multiple of 32.
     pub fn quantize(w: &[f32], rows: usize, cols: usize) -> Result<Self, KernelError> {
@@ -178,41 +220,12 @@ impl Int8Matrix {
             .collect()
     }
 
-    /// Output features (n).
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    /// Input features (k).
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-
     /// Bytes one full pass over the weights streams: quantized values plus scales.
     pub fn weight_bytes(&self) -> usize {
         self.quants.len() + 2 * self.scales.len()
     }
 
-    /// `y = x · Wᵀ` for `x` of `m × cols` and `y` of `m × rows`, blocked by `params`.
-    pub fn matmul(
-        &self,
-        x: &[f32],
-        m: usize,
-        y: &mut [f32],
-        params: &QuantParams,
-    ) -> Result<(), KernelError> {
-        params.validate()?;
-        check_operands("int8 matmul", x, m, y, self.rows, self.cols)?;
-        kernel::matmul(self.view(), x, m, y, params);
-        Ok(())
-    }
-
-    /// The oracle: dequantized weights times `f32` activations, accumulated in `f64`.
-    pub fn matmul_reference(&self, x: &[f32], m: usize, y: &mut [f32]) -> Result<(), KernelError> {
-        check_operands("int8 matmul", x, m, y, self.rows, self.cols)?;
-        matmul_reference_dense(&self.dequantize(), self.rows, self.cols, x, m, y);
-        Ok(())
-    }
+    shared_matrix_methods!("int8 matmul");
 
     fn view(&self) -> kernel::Weights<'_> {
         kernel::Weights {
@@ -274,41 +287,12 @@ impl Int4Matrix {
         self.group
     }
 
-    /// Output features (n).
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    /// Input features (k).
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-
     /// Bytes one full pass over the weights streams: nibbles plus scales.
     pub fn weight_bytes(&self) -> usize {
         self.packed.len() + 2 * self.scales.len()
     }
 
-    /// `y = x · Wᵀ` for `x` of `m × cols` and `y` of `m × rows`, blocked by `params`.
-    pub fn matmul(
-        &self,
-        x: &[f32],
-        m: usize,
-        y: &mut [f32],
-        params: &QuantParams,
-    ) -> Result<(), KernelError> {
-        params.validate()?;
-        check_operands("int4 matmul", x, m, y, self.rows, self.cols)?;
-        kernel::matmul(self.view(), x, m, y, params);
-        Ok(())
-    }
-
-    /// The oracle: dequantized weights times `f32` activations, accumulated in `f64`.
-    pub fn matmul_reference(&self, x: &[f32], m: usize, y: &mut [f32]) -> Result<(), KernelError> {
-        check_operands("int4 matmul", x, m, y, self.rows, self.cols)?;
-        matmul_reference_dense(&self.dequantize(), self.rows, self.cols, x, m, y);
-        Ok(())
-    }
+    shared_matrix_methods!("int4 matmul");
 
     fn view(&self) -> kernel::Weights<'_> {
         kernel::Weights {
