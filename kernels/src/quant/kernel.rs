@@ -267,7 +267,10 @@ mod scalar {
 }
 
 /// AVX2 + FMA inner loops: one 32-weight chunk is loaded (and for int4, unpacked) once into a
-/// register and used against every activation row of the tile.
+/// register and used against every activation row of the tile. Even and odd chunks feed two
+/// sets of accumulators so that the FMA latency chain does not bound a one-row GEMV, and the
+/// weight format and chunks-per-scale are compile-time constants so the hot loop has no
+/// branches on them and no division.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{BLOCK, RowData, Tile};
@@ -281,20 +284,19 @@ mod avx2 {
         unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(s.to_bits() as i32))) }
     }
 
-    /// 32 signed weights of chunk `c`, in order.
+    /// 32 signed weights of chunk `c` of a row starting at `w`, in order.
     #[inline(always)]
-    unsafe fn load_chunk(row: RowData, c: usize) -> __m256i {
-        // SAFETY: the caller passes c < cols / 32, so each load stays inside the row slice.
+    unsafe fn load_chunk<const INT4: bool>(w: *const u8, c: usize) -> __m256i {
+        // SAFETY: the caller passes c < cols / 32, so each load stays inside the row.
         unsafe {
-            match row {
-                RowData::Int8(q) => _mm256_loadu_si256(q.as_ptr().add(c * BLOCK) as *const __m256i),
-                RowData::Int4(p) => {
-                    let b = _mm_loadu_si128(p.as_ptr().add(c * BLOCK / 2) as *const __m128i);
-                    let mask = _mm_set1_epi8(0x0f);
-                    let lo = _mm_and_si128(b, mask);
-                    let hi = _mm_and_si128(_mm_srli_epi16(b, 4), mask);
-                    _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8))
-                }
+            if INT4 {
+                let b = _mm_loadu_si128(w.add(c * BLOCK / 2) as *const __m128i);
+                let mask = _mm_set1_epi8(0x0f);
+                let lo = _mm_and_si128(b, mask);
+                let hi = _mm_and_si128(_mm_srli_epi16(b, 4), mask);
+                _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8))
+            } else {
+                _mm256_loadu_si256(w.add(c * BLOCK) as *const __m256i)
             }
         }
     }
@@ -313,7 +315,6 @@ mod avx2 {
     /// # Safety
     /// The CPU supports AVX2, FMA and F16C; `tile` holds `R` rows of `cols` activations (and
     /// `cols / 32` scales per row in int8 mode); `scales` holds `cols / group` row scales.
-    #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn row_dot<const R: usize>(
         row: RowData,
         scales: &[f16],
@@ -321,55 +322,102 @@ mod avx2 {
         cols: usize,
         tile: Tile,
     ) -> [f32; R] {
-        let chunks = cols / BLOCK;
-        let mut acc = [_mm256_setzero_ps(); R];
-        // SAFETY: every pointer offset below is < cols (or < cols / 32 for scales) of a row
-        // the caller sized; intrinsics are enabled by this function's target features.
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match (row, group / BLOCK) {
+                (RowData::Int8(q), _) => {
+                    chunks::<R, false, 1>(q.as_ptr().cast(), scales, cols, tile)
+                }
+                (RowData::Int4(p), 1) => chunks::<R, true, 1>(p.as_ptr(), scales, cols, tile),
+                (RowData::Int4(p), 2) => chunks::<R, true, 2>(p.as_ptr(), scales, cols, tile),
+                (RowData::Int4(p), _) => chunks::<R, true, 4>(p.as_ptr(), scales, cols, tile),
+            }
+        }
+    }
+
+    /// The loop over a row's chunks; `PER_SCALE` chunks share one weight scale.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn chunks<const R: usize, const INT4: bool, const PER_SCALE: usize>(
+        w: *const u8,
+        scales: &[f16],
+        cols: usize,
+        tile: Tile,
+    ) -> [f32; R] {
+        let n = cols / BLOCK;
+        let mut even = [_mm256_setzero_ps(); R];
+        let mut odd = [_mm256_setzero_ps(); R];
+        // SAFETY: every offset below is < cols (chunks c < n) of rows the caller sized, and
+        // scale indices c / PER_SCALE < cols / group; intrinsics are enabled above.
         unsafe {
             match tile {
                 Tile::Int8 { values, scales: xsc } => {
                     let ones = _mm256_set1_epi16(1);
-                    for c in 0..chunks {
-                        let w = load_chunk(row, c);
-                        let ws = scale(scales[c * BLOCK / group]);
-                        // |w| as u8 times x·sign(w) as i8: maddubs needs one unsigned operand.
-                        let aw = _mm256_sign_epi8(w, w);
-                        for (i, a) in acc.iter_mut().enumerate() {
-                            let xp = values.as_ptr().add(i * cols + c * BLOCK);
-                            let x = _mm256_loadu_si256(xp as *const __m256i);
-                            let sx = _mm256_sign_epi8(x, w);
-                            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones);
-                            let s = _mm256_set1_ps(ws * *xsc.get_unchecked(i * chunks + c));
-                            *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), s, *a);
-                        }
+                    let (xq, xs, ws) = (values.as_ptr(), xsc.as_ptr(), scales.as_ptr());
+                    macro_rules! step {
+                        ($c:expr, $acc:ident) => {{
+                            let c = $c;
+                            let wv = load_chunk::<INT4>(w, c);
+                            let s = scale(*ws.add(c / PER_SCALE));
+                            // |w| as u8 times x·sign(w) as i8: maddubs needs one unsigned side.
+                            let aw = _mm256_sign_epi8(wv, wv);
+                            for i in 0..R {
+                                let x = _mm256_loadu_si256(xq.add(i * cols + c * BLOCK).cast());
+                                let sx = _mm256_sign_epi8(x, wv);
+                                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones);
+                                let f = _mm256_set1_ps(s * *xs.add(i * n + c));
+                                $acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), f, $acc[i]);
+                            }
+                        }};
+                    }
+                    let mut c = 0;
+                    while c + 1 < n {
+                        step!(c, even);
+                        step!(c + 1, odd);
+                        c += 2;
+                    }
+                    if c < n {
+                        step!(c, even);
                     }
                 }
                 Tile::F32 { x } => {
-                    for c in 0..chunks {
-                        let w = load_chunk(row, c);
-                        let lo = _mm256_castsi256_si128(w);
-                        let hi = _mm256_extracti128_si256(w, 1);
-                        let wf = [
-                            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)),
-                            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))),
-                            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)),
-                            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))),
-                        ];
-                        let ws = _mm256_set1_ps(scale(scales[c * BLOCK / group]));
-                        for (i, a) in acc.iter_mut().enumerate() {
-                            let xp = x.as_ptr().add(i * cols + c * BLOCK);
-                            let mut blk = _mm256_mul_ps(wf[0], _mm256_loadu_ps(xp));
-                            blk = _mm256_fmadd_ps(wf[1], _mm256_loadu_ps(xp.add(8)), blk);
-                            blk = _mm256_fmadd_ps(wf[2], _mm256_loadu_ps(xp.add(16)), blk);
-                            blk = _mm256_fmadd_ps(wf[3], _mm256_loadu_ps(xp.add(24)), blk);
-                            *a = _mm256_fmadd_ps(blk, ws, *a);
-                        }
+                    let (xp, ws) = (x.as_ptr(), scales.as_ptr());
+                    macro_rules! step {
+                        ($c:expr, $acc:ident) => {{
+                            let c = $c;
+                            let wv = load_chunk::<INT4>(w, c);
+                            let lo = _mm256_castsi256_si128(wv);
+                            let hi = _mm256_extracti128_si256(wv, 1);
+                            let wf = [
+                                _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)),
+                                _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))),
+                                _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)),
+                                _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))),
+                            ];
+                            let s = _mm256_set1_ps(scale(*ws.add(c / PER_SCALE)));
+                            for i in 0..R {
+                                let xi = xp.add(i * cols + c * BLOCK);
+                                let mut b = _mm256_mul_ps(wf[0], _mm256_loadu_ps(xi));
+                                b = _mm256_fmadd_ps(wf[1], _mm256_loadu_ps(xi.add(8)), b);
+                                b = _mm256_fmadd_ps(wf[2], _mm256_loadu_ps(xi.add(16)), b);
+                                b = _mm256_fmadd_ps(wf[3], _mm256_loadu_ps(xi.add(24)), b);
+                                $acc[i] = _mm256_fmadd_ps(b, s, $acc[i]);
+                            }
+                        }};
+                    }
+                    let mut c = 0;
+                    while c + 1 < n {
+                        step!(c, even);
+                        step!(c + 1, odd);
+                        c += 2;
+                    }
+                    if c < n {
+                        step!(c, even);
                     }
                 }
             }
             let mut out = [0.0f32; R];
-            for (o, a) in out.iter_mut().zip(acc) {
-                *o = hsum(a);
+            for i in 0..R {
+                out[i] = hsum(_mm256_add_ps(even[i], odd[i]));
             }
             out
         }
