@@ -82,22 +82,35 @@ impl GemmOperands {
         mut call: impl FnMut(&[f32], &[f32], &mut [f32]) -> Result<(), KernelError>,
     ) -> Result<Timing, KernelError> {
         let n = self.sets.len();
-        for i in 0..opts.warmup {
-            let (a, b) = &self.sets[i % n];
-            call(a, b, &mut self.c)?;
-        }
-        let deadline = Instant::now() + opts.budget;
-        let mut times = Vec::new();
-        while times.len() < opts.min_repeats.max(1)
-            || (times.len() < opts.max_repeats && Instant::now() < deadline)
-        {
-            let (a, b) = &self.sets[(opts.warmup + times.len()) % n];
-            let start = Instant::now();
-            call(a, b, &mut self.c)?;
-            times.push(start.elapsed().as_secs_f64());
-        }
-        Ok(summarize(&mut times))
+        let (sets, c) = (&self.sets, &mut self.c);
+        time_calls(opts, |i| {
+            let (a, b) = &sets[i % n];
+            call(a, b, c)
+        })
     }
+}
+
+/// Times `call(i)` per `opts`: `opts.warmup` untimed calls, then timed ones until at least
+/// `min_repeats` ran and either `max_repeats` ran or the budget is spent. `i` counts every call
+/// from 0, so a caller can rotate through input sets with `i % sets`.
+pub fn time_calls(
+    opts: &TimingOptions,
+    mut call: impl FnMut(usize) -> Result<(), KernelError>,
+) -> Result<Timing, KernelError> {
+    for i in 0..opts.warmup {
+        call(i)?;
+    }
+    let deadline = Instant::now() + opts.budget;
+    let mut times = Vec::new();
+    while times.len() < opts.min_repeats.max(1)
+        || (times.len() < opts.max_repeats && Instant::now() < deadline)
+    {
+        let i = opts.warmup + times.len();
+        let start = Instant::now();
+        call(i)?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    Ok(summarize(&mut times))
 }
 
 fn summarize(times: &mut [f64]) -> Timing {
