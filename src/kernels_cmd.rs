@@ -2,12 +2,13 @@
 //! The measuring, searching and caching live in `dyno_kernels::{machine, tune, bench}`.
 
 use anyhow::{Context, Result};
-use clap::{Args, Subcommand};
+use clap::{ArgGroup, Args, Subcommand};
 use dyno_kernels::bench::{BenchOptions, run_bench};
 use dyno_kernels::machine::MachineId;
 use dyno_kernels::tune::timing::TimingOptions;
 use dyno_kernels::tune::{
-    GemmShape, GemmTuneOptions, KernelCache, OurGemm, default_cache_path, tune_gemm,
+    AttentionShape, AttentionTuneOptions, GemmShape, GemmTuneOptions, KernelCache, OurAttention,
+    OurGemm, Tally, default_cache_path, tune_attention, tune_gemm,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -25,7 +26,7 @@ pub struct KernelsArgs {
 pub enum KernelsCommand {
     /// Measure this machine's limits and our GEMM against baselines.
     Bench(KernelsBenchArgs),
-    /// Search GEMM parameters for one shape and cache the measurements.
+    /// Search GEMM or attention parameters for one shape and cache the measurements.
     Tune(KernelsTuneArgs),
 }
 
@@ -85,12 +86,17 @@ pub struct KernelsBenchArgs {
     pub rounds: usize,
 }
 
-/// Arguments of `dyno kernels tune`.
+/// Arguments of `dyno kernels tune`: exactly one of `--shape` and `--attention`.
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("target").required(true).args(["shape", "attention"])))]
 pub struct KernelsTuneArgs {
     /// GEMM shape m,n,k to tune.
     #[arg(long, value_name = "M,N,K")]
-    pub shape: GemmShape,
+    pub shape: Option<GemmShape>,
+    /// Attention shape to tune (br × bc tiles): `prefill,q=TOKENS,ctx=TOKENS,g=G,d=HEAD_DIM` or
+    /// `decode,seqs=N,ctx=TOKENS,g=G,d=HEAD_DIM`, optional `bs=BLOCK_SIZE` [16] and `seqs=N`.
+    #[arg(long, value_name = "SHAPE")]
+    pub attention: Option<AttentionShape>,
     /// Candidates to consider at most (the defaults and cached ones included).
     #[arg(long, value_name = "N", default_value_t = 24, value_parser = positive)]
     pub budget: usize,
@@ -151,50 +157,88 @@ fn run_bench_cmd(a: KernelsBenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn run_tune_cmd(a: KernelsTuneArgs) -> Result<()> {
-    let mut cache = load_cache(a.cache)?;
-    let machine = MachineId::detect().key();
-    let opts = GemmTuneOptions {
-        budget: a.budget,
-        seed: a.seed,
-        threads: a.threads.unwrap_or_else(dyno_kernels::threads::available),
-        timing: TimingOptions { budget: Duration::from_millis(a.budget_ms), ..Default::default() },
-        ..Default::default()
-    };
-    let r = tune_gemm(a.shape, &opts, &OurGemm, &mut cache, &machine)?;
-    let considered = r.candidates.len();
-    println!(
-        "gemm_f32 {}  machine {}  threads {}  cache {}",
-        r.shape,
-        r.machine,
-        opts.threads,
-        cache.path().display()
-    );
-    if r.measured == 0 {
-        println!("reused {} cached results for this shape ({} measured)", r.cached, r.measured);
+/// What one tune run found, in the terms printed for every kernel.
+struct TuneSummary {
+    header: String,
+    tally: Tally,
+    considered: usize,
+    unit: &'static str,
+    default_metric: Option<f64>,
+    best_metric: f64,
+    speedup: Option<f64>,
+    best_yaml: String,
+}
+
+fn print_summary(s: &TuneSummary, out: Option<PathBuf>) -> Result<()> {
+    let Tally { measured, cached, rejected } = s.tally;
+    println!("{}", s.header);
+    if measured == 0 {
+        println!("reused {cached} cached results for this shape ({measured} measured)");
     } else {
         println!(
-            "candidates: {considered} ({} cached, {} measured, {} rejected by the correctness gate)",
-            r.cached, r.measured, r.rejected
+            "candidates: {} ({cached} cached, {measured} measured, {rejected} rejected by the correctness gate)",
+            s.considered
         );
     }
-    match (r.default_gflops, r.speedup) {
-        (Some(d), Some(s)) => {
-            println!(
-                "defaults: {d:.2} GFLOP/s   best: {:.2} GFLOP/s   speedup {s:.2}x",
-                r.best_gflops
-            );
+    let (unit, best) = (s.unit, s.best_metric);
+    match (s.default_metric, s.speedup) {
+        (Some(d), Some(x)) => {
+            println!("defaults: {d:.2} {unit}   best: {best:.2} {unit}   speedup {x:.2}x");
         }
-        _ => println!(
-            "defaults were rejected by the correctness gate; best: {:.2} GFLOP/s",
-            r.best_gflops
-        ),
+        _ => println!("defaults were rejected by the correctness gate; best: {best:.2} {unit}"),
     }
-    let yaml = serde_yaml::to_string(&r.best).context("serializing the best params")?;
-    println!("best params:\n{yaml}");
-    if let Some(path) = a.out {
-        write_file(&path, &yaml, "the best params")?;
+    println!("best params:\n{}", s.best_yaml);
+    if let Some(path) = out {
+        write_file(&path, &s.best_yaml, "the best params")?;
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+fn run_tune_cmd(a: KernelsTuneArgs) -> Result<()> {
+    let mut cache = load_cache(a.cache)?;
+    let machine = MachineId::detect().key();
+    let threads = a.threads.unwrap_or_else(dyno_kernels::threads::available);
+    let timing = TimingOptions { budget: Duration::from_millis(a.budget_ms), ..Default::default() };
+    let (budget, seed) = (a.budget, a.seed);
+    let summary = match (a.shape, a.attention) {
+        (Some(shape), None) => {
+            let opts = GemmTuneOptions { budget, seed, threads, timing, ..Default::default() };
+            let r = tune_gemm(shape, &opts, &OurGemm, &mut cache, &machine)?;
+            TuneSummary {
+                header: format!("gemm_f32 {}  machine {}", r.shape, r.machine),
+                tally: Tally { measured: r.measured, cached: r.cached, rejected: r.rejected },
+                considered: r.candidates.len(),
+                unit: "GFLOP/s",
+                default_metric: r.default_gflops,
+                best_metric: r.best_gflops,
+                speedup: r.speedup,
+                best_yaml: serde_yaml::to_string(&r.best).context("serializing the best params")?,
+            }
+        }
+        (None, Some(shape)) => {
+            let opts = AttentionTuneOptions { budget, seed, threads, timing, ..Default::default() };
+            let r = tune_attention(&shape, &opts, &OurAttention, &mut cache, &machine)?;
+            TuneSummary {
+                header: format!(
+                    "{} {}  machine {}  best median {:.3} ms",
+                    shape.kernel_name(),
+                    r.shape,
+                    r.machine,
+                    r.best_median_s * 1e3
+                ),
+                tally: r.tally,
+                considered: r.candidates.len(),
+                unit: shape.metric_unit(),
+                default_metric: r.default_metric,
+                best_metric: r.best_metric,
+                speedup: r.speedup,
+                best_yaml: serde_yaml::to_string(&r.best).context("serializing the best params")?,
+            }
+        }
+        // The `target` ArgGroup requires exactly one of the two.
+        _ => anyhow::bail!("give exactly one of --shape and --attention"),
+    };
+    let header = format!("{}  threads {threads}  cache {}", summary.header, cache.path().display());
+    print_summary(&TuneSummary { header, ..summary }, a.out)
 }

@@ -186,6 +186,105 @@ fn bad_shapes_fail_naming_the_flag() {
     }
 }
 
+fn tune_attention(cache: &Path, shape: &str, extra: &[&str]) -> Output {
+    let cache = cache.to_str().expect("utf-8 temp path");
+    let mut args = vec![
+        "kernels",
+        "tune",
+        "--attention",
+        shape,
+        "--budget",
+        "4",
+        "--seed",
+        "3",
+        "--threads",
+        "2",
+        "--budget-ms",
+        "1",
+        "--cache",
+        cache,
+    ];
+    args.extend_from_slice(extra);
+    dyno(&args)
+}
+
+#[test]
+fn attention_tune_writes_params_and_a_second_run_reuses_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("kernels.jsonl");
+    let out = dir.path().join("attn.yaml");
+    let shape = "prefill,q=40,ctx=56,g=2,d=16,bs=8";
+    let first = tune_attention(&cache, shape, &["--out", out.to_str().unwrap()]);
+    let (stdout, stderr) = text(&first);
+    assert!(first.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("attention_prefill_f32"), "{stdout}");
+    assert!(stdout.contains("0 cached, 4 measured, 0 rejected"), "{stdout}");
+    assert!(stdout.contains("GFLOP/s") && stdout.contains("speedup"), "{stdout}");
+
+    let yaml = std::fs::read_to_string(&out).unwrap();
+    let params: dyno_kernels::attention::AttentionParams = serde_yaml::from_str(&yaml).unwrap();
+    params.validate().unwrap();
+    assert_eq!(params.threads, 2);
+
+    let lines = std::fs::read_to_string(&cache).unwrap();
+    assert_eq!(lines.lines().count(), 4);
+    for line in lines.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["kernel"], "attention_prefill_f32");
+        // [seqs, context, q_len, group, head_dim, block_size]
+        assert_eq!(v["shape"], serde_json::json!([1, 56, 40, 2, 16, 8]));
+        assert!(v["median_s"].as_f64().is_some() && v["gflops"].as_f64().is_some(), "{v}");
+    }
+
+    let second = tune_attention(&cache, shape, &[]);
+    let (stdout, stderr) = text(&second);
+    assert!(second.status.success(), "{stderr}");
+    assert!(stdout.contains("reused 4 cached results"), "{stdout}");
+    assert!(stdout.contains("(0 measured)"), "{stdout}");
+    assert_eq!(std::fs::read_to_string(&cache).unwrap().lines().count(), 4, "nothing re-measured");
+}
+
+#[test]
+fn attention_decode_tune_reports_bandwidth() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("kernels.jsonl");
+    let o = tune_attention(&cache, "decode,seqs=3,ctx=300,g=2,d=16", &[]);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("attention_decode_f32") && stdout.contains("GB/s"), "{stdout}");
+    for line in std::fs::read_to_string(&cache).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["kernel"], "attention_decode_f32");
+        assert_eq!(v["shape"], serde_json::json!([3, 300, 1, 2, 16, 16]));
+        assert!(v["gb_per_s"].as_f64().is_some_and(|g| g > 0.0), "{v}");
+    }
+}
+
+#[test]
+fn tune_needs_exactly_one_target_and_names_bad_attention_parts() {
+    for args in [
+        vec!["kernels", "tune"],
+        vec!["kernels", "tune", "--shape", "2,2,2", "--attention", "decode,ctx=8,g=1,d=4"],
+    ] {
+        let o = dyno(&args);
+        let (_, stderr) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("--shape") && stderr.contains("--attention"), "{stderr}");
+    }
+    for (bad, part) in [
+        ("prefill,q=4,ctx=8,g=x,d=4", "g = `x`"),
+        ("prefill,q=9,ctx=8,g=1,d=4", "q=9 exceeds ctx=8"),
+        ("decode,ctx=8,g=1", "`d=` is missing"),
+        ("sideways,ctx=8,g=1,d=4", "`sideways`"),
+        ("decode,ctx=8,g=1,d=4,bs=0", "bs must be at least 1"),
+    ] {
+        let o = dyno(&["kernels", "tune", "--attention", bad]);
+        let (stdout, stderr) = text(&o);
+        assert!(!o.status.success(), "--attention {bad} succeeded: {stdout}");
+        assert!(stderr.contains("--attention") && stderr.contains(part), "{bad}: {stderr}");
+    }
+}
+
 /// The option names (`--hw`, ...) listed by a `--help` text.
 fn options(help: &str) -> Vec<String> {
     let mut opts: Vec<String> = help

@@ -60,6 +60,10 @@ pub struct CacheRecord {
     /// GFLOP/s at the median (absent when rejected).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gflops: Option<f64>,
+    /// GB/s of memory traffic at the median, for kernels measured by bandwidth (attention
+    /// decode); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gb_per_s: Option<f64>,
     /// Timed repeats behind the median.
     pub repeats: usize,
     /// Largest absolute difference from the reference on the gate's shape.
@@ -202,6 +206,7 @@ mod tests {
             status: if gflops.is_some() { RecordStatus::Ok } else { RecordStatus::Rejected },
             median_s: gflops.map(|g| 1.0 / g),
             gflops,
+            gb_per_s: None,
             repeats: 5,
             max_abs_err: Some(0.0),
             note: None,

@@ -7,13 +7,15 @@
 //! shapes, on a proxy that still crosses each of its block boundaries) is compared with
 //! [`gemm_reference`]; one that differs beyond tolerance is recorded as rejected and not timed.
 
-use super::cache::{CacheRecord, KernelCache, RecordStatus};
+pub use super::TuneError;
+use super::cache::KernelCache;
+use super::search::{self, SearchKey, SearchSpace, Tally, Verdict, axis, compare, nearest};
 use super::timing::{GemmOperands, TimingOptions};
-use super::{GemmShape, SplitMix64};
+use super::{GemmShape, SplitMix64, TuneTarget};
 use crate::error::KernelError;
 use crate::gemm::{GemmParams, MatMut, MatRef, MicroKernel, gemm_reference, gemm_row_major};
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// The kernel name in cache records and reports.
 pub const KERNEL_NAME: &str = "gemm_f32";
@@ -67,24 +69,6 @@ where
     }
 }
 
-/// Why tuning failed.
-#[derive(Debug, thiserror::Error)]
-pub enum TuneError {
-    /// Reading or writing the cache, or a kernel call that failed outright.
-    #[error(transparent)]
-    Kernel(#[from] KernelError),
-    /// Every candidate tried was rejected by the correctness gate.
-    #[error(
-        "no GEMM candidate for shape {shape} passed the correctness gate ({tried} tried); is the kernel broken?"
-    )]
-    NoValidCandidate {
-        /// The shape tuned.
-        shape: GemmShape,
-        /// Candidates tried.
-        tried: usize,
-    },
-}
-
 /// How to tune.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GemmTuneOptions {
@@ -116,20 +100,8 @@ impl Default for GemmTuneOptions {
     }
 }
 
-/// What happened to one candidate.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CandidateOutcome {
-    /// The parameters tried.
-    pub params: GemmParams,
-    /// Timed or rejected.
-    pub status: RecordStatus,
-    /// GFLOP/s at the median time, when timed.
-    pub gflops: Option<f64>,
-    /// Whether the result came from the cache rather than a new measurement.
-    pub cached: bool,
-    /// Why it was rejected.
-    pub note: Option<String>,
-}
+/// What happened to one GEMM candidate.
+pub type CandidateOutcome = search::CandidateOutcome<GemmParams>;
 
 /// The outcome of [`tune_gemm`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -162,30 +134,6 @@ pub struct GemmTuneReport {
 const MC_SET: [usize; 8] = [24, 48, 72, 96, 144, 192, 288, 384];
 const KC_SET: [usize; 8] = [64, 128, 192, 256, 384, 512, 768, 1024];
 const NC_SET: [usize; 7] = [128, 256, 512, 1024, 2048, 4096, 8192];
-
-/// The values of one blocking axis worth trying for a dimension: multiples of `align`, those
-/// below the (aligned) dimension plus the first that covers it (larger ones all behave alike).
-fn axis(set: &[usize], align: usize, dim: usize) -> Vec<usize> {
-    let align = align.max(1);
-    let cover = dim.div_ceil(align) * align;
-    let mut out: Vec<usize> = Vec::new();
-    for &v in set {
-        let v = v.div_ceil(align) * align;
-        if out.last() == Some(&v) {
-            continue;
-        }
-        if v < cover {
-            out.push(v);
-        } else {
-            out.push(v);
-            break;
-        }
-    }
-    if out.last().is_none_or(|&v| v < cover) {
-        out.push(cover);
-    }
-    out
-}
 
 /// The search space for one shape: per micro-kernel, the mc/kc/nc values to try.
 #[derive(Debug, Clone)]
@@ -228,9 +176,6 @@ impl GemmSpace {
     /// A neighbour of `p`: one axis moved one step, or another micro-kernel (with mc and nc
     /// snapped to its alignment).
     pub fn neighbour(&self, p: &GemmParams, rng: &mut SplitMix64) -> GemmParams {
-        let nearest = |vals: &[usize], v: usize| {
-            vals.iter().enumerate().min_by_key(|(_, x)| x.abs_diff(v)).map_or(0, |(i, _)| i)
-        };
         let axis_choice = rng.below(4);
         if axis_choice == 3 && self.kernels.len() > 1 {
             let mk = self.kernels[rng.below(self.kernels.len())];
@@ -254,6 +199,18 @@ impl GemmSpace {
         idx[which] = if rng.below(2) == 0 { i.saturating_sub(1) } else { (i + 1).min(last) };
         let v = [axes[0][idx[0]], axes[1][idx[1]], axes[2][idx[2]]];
         self.make(p.micro_kernel, v[0], v[1], v[2])
+    }
+}
+
+impl SearchSpace for GemmSpace {
+    type Params = GemmParams;
+
+    fn random(&self, rng: &mut SplitMix64) -> GemmParams {
+        GemmSpace::random(self, rng)
+    }
+
+    fn neighbour(&self, p: &GemmParams, rng: &mut SplitMix64) -> GemmParams {
+        GemmSpace::neighbour(self, p, rng)
     }
 }
 
@@ -301,16 +258,8 @@ fn gate(
     if let Err(e) = runner.run(gs, a, b, &mut got, params) {
         return Err((None, format!("kernel failed on {gs}: {e}")));
     }
-    let mut max_err = 0.0f64;
-    for (g, w) in got.iter().zip(want.iter()) {
-        let e = (*g as f64 - *w as f64).abs();
-        if e.is_nan() {
-            max_err = f64::NAN;
-            break;
-        }
-        max_err = max_err.max(e);
-    }
     let bound = tolerance * gs.k as f64;
+    let (max_err, _) = compare(&got, want, |_| bound);
     if max_err <= bound {
         Ok(max_err)
     } else {
@@ -321,15 +270,9 @@ fn gate(
     }
 }
 
-fn params_value(p: &GemmParams) -> serde_json::Value {
-    // GemmParams is plain data; serializing it cannot fail.
-    serde_json::to_value(p).unwrap_or(serde_json::Value::Null)
-}
-
-/// Parses cached params and keeps them only if they are valid here at `threads` threads.
-fn usable_params(v: &serde_json::Value, threads: usize) -> Option<GemmParams> {
-    let p: GemmParams = serde_json::from_value(v.clone()).ok()?;
-    (p.threads == threads && p.validate().is_ok()).then_some(p)
+/// The search key of `shape` on `machine`.
+fn key(machine: &str, shape: GemmShape) -> SearchKey<'_> {
+    SearchKey { machine, kernel: KERNEL_NAME, dims: shape.dims() }
 }
 
 /// The fastest cached params for `shape` on `machine` at `threads` threads, with GFLOP/s.
@@ -342,9 +285,9 @@ pub fn cached_best(
     shape: GemmShape,
     threads: usize,
 ) -> Option<(GemmParams, f64)> {
-    let rec =
-        cache.best(machine, KERNEL_NAME, &shape.dims(), |v| usable_params(v, threads).is_some())?;
-    Some((usable_params(&rec.params, threads)?, rec.gflops?))
+    let usable = |p: &GemmParams| p.threads == threads && p.validate().is_ok();
+    let (p, rec) = search::cached_best(cache, &key(machine, shape), usable)?;
+    Some((p, rec.gflops?))
 }
 
 /// Tunes `runner` for `shape` on the machine `machine` (a [`crate::machine::MachineId::key`]),
@@ -358,97 +301,46 @@ pub fn tune_gemm(
 ) -> Result<GemmTuneReport, TuneError> {
     let threads = opts.threads.max(1);
     let space = GemmSpace::new(shape, threads);
-    let mut rng = SplitMix64::new(opts.seed);
     let default = GemmParams { threads, ..GemmParams::default() };
-    let dims = shape.dims();
-
     let mut operands: Option<GemmOperands> = None;
     let mut refs = HashMap::new();
-    let mut seen: HashSet<GemmParams> = HashSet::new();
-    let mut outcomes: Vec<CandidateOutcome> = Vec::new();
-    let budget = opts.budget.max(1);
-    let explore = 1 + (budget - 1) / 2;
 
-    while outcomes.len() < budget {
-        let next = if outcomes.is_empty() {
-            Some(default)
-        } else {
-            let best_so_far = outcomes
-                .iter()
-                .filter(|o| o.gflops.is_some())
-                .max_by(|a, b| a.gflops.unwrap_or(0.0).total_cmp(&b.gflops.unwrap_or(0.0)))
-                .map(|o| o.params);
-            (0..64).find_map(|_| {
-                let p = match best_so_far {
-                    Some(best) if outcomes.len() >= explore && rng.below(4) != 0 => {
-                        space.neighbour(&best, &mut rng)
-                    }
-                    _ => space.random(&mut rng),
-                };
-                (!seen.contains(&p)).then_some(p)
-            })
-        };
-        let Some(params) = next else { break }; // the space is exhausted
-        seen.insert(params);
-        let key = params_value(&params);
-
-        if let Some(rec) = cache.lookup(machine, KERNEL_NAME, &dims, &key) {
-            outcomes.push(CandidateOutcome {
-                params,
-                status: rec.status,
-                gflops: rec.gflops,
-                cached: true,
-                note: rec.note.clone(),
-            });
-            continue;
-        }
-
-        let gs = gate_shape(shape, &params, opts.gate_max_macs);
-        let record = match gate(runner, &params, gs, opts.tolerance, &mut refs, opts.seed) {
-            Err((max_abs_err, why)) => CacheRecord {
-                machine: machine.to_string(),
-                kernel: KERNEL_NAME.to_string(),
-                shape: dims.clone(),
-                params: key,
-                status: RecordStatus::Rejected,
-                median_s: None,
-                gflops: None,
-                repeats: 0,
-                max_abs_err: max_abs_err.filter(|e| e.is_finite()),
-                note: Some(why),
-            },
+    let evaluate = |params: &GemmParams| {
+        let gs = gate_shape(shape, params, opts.gate_max_macs);
+        Ok(match gate(runner, params, gs, opts.tolerance, &mut refs, opts.seed) {
+            Err((max_abs_err, note)) => Verdict::Rejected { max_abs_err, note },
             Ok(max_abs_err) => {
                 let ops = operands.get_or_insert_with(|| {
                     GemmOperands::new(shape, opts.timing.rotate_bytes, opts.seed)
                 });
-                let t = ops.time(&opts.timing, |a, b, c| runner.run(shape, a, b, c, &params))?;
-                CacheRecord {
-                    machine: machine.to_string(),
-                    kernel: KERNEL_NAME.to_string(),
-                    shape: dims.clone(),
-                    params: key,
-                    status: RecordStatus::Ok,
-                    median_s: Some(t.median_s),
-                    gflops: Some(shape.flops() / t.median_s / 1e9),
+                let t = ops.time(&opts.timing, |a, b, c| runner.run(shape, a, b, c, params))?;
+                Verdict::Timed {
+                    median_s: t.median_s,
                     repeats: t.repeats,
-                    max_abs_err: Some(max_abs_err),
-                    note: None,
+                    gflops: shape.flops() / t.median_s / 1e9,
+                    gb_per_s: None,
+                    max_abs_err,
                 }
             }
-        };
-        outcomes.push(CandidateOutcome {
-            params,
-            status: record.status,
-            gflops: record.gflops,
-            cached: false,
-            note: record.note.clone(),
-        });
-        cache.append(record)?;
-    }
+        })
+    };
+    let outcomes = search::search(
+        &space,
+        default,
+        opts.budget,
+        opts.seed,
+        cache,
+        &key(machine, shape),
+        evaluate,
+    )?;
 
-    let (best, best_gflops) = cached_best(cache, machine, shape, threads)
-        .ok_or(TuneError::NoValidCandidate { shape, tried: outcomes.len() })?;
+    let (best, best_gflops) =
+        cached_best(cache, machine, shape, threads).ok_or(TuneError::NoValidCandidate {
+            target: TuneTarget::GemmF32(shape),
+            tried: outcomes.len(),
+        })?;
     let default_gflops = outcomes.first().and_then(|o| o.gflops);
+    let Tally { measured, cached, rejected } = Tally::of(&outcomes);
     Ok(GemmTuneReport {
         machine: machine.to_string(),
         shape,
@@ -457,9 +349,9 @@ pub fn tune_gemm(
         default,
         default_gflops,
         speedup: default_gflops.map(|d| best_gflops / d),
-        measured: outcomes.iter().filter(|o| !o.cached).count(),
-        cached: outcomes.iter().filter(|o| o.cached).count(),
-        rejected: outcomes.iter().filter(|o| o.status == RecordStatus::Rejected).count(),
+        measured,
+        cached,
+        rejected,
         candidates: outcomes,
     })
 }
@@ -467,6 +359,7 @@ pub fn tune_gemm(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tune::cache::RecordStatus;
     use std::cell::Cell;
 
     fn quick(budget: usize) -> GemmTuneOptions {

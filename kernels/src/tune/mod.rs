@@ -1,15 +1,23 @@
 //! Kernel auto-tuning: candidate search, correctness gate, and the on-disk cache.
 //!
+//! - [`search`]: the loop every kernel shares (defaults first, then seeded random sampling and
+//!   local neighbourhood search, cached candidates reused, new ones appended to the cache) over
+//!   a kernel's [`search::SearchSpace`] and evaluator;
 //! - [`cache`]: JSON-lines file of measurements keyed by machine, kernel, shape and params
 //!   (like Kernel Tuner's cache files), reused instead of re-measuring;
-//! - [`gemm`]: the GEMM parameter space and its search (default first, then seeded random
-//!   sampling and local neighbourhood search), each candidate gated against the reference;
+//! - [`gemm`]: the GEMM parameter space (tiles × micro-kernels) and its evaluator, each
+//!   candidate gated against [`crate::gemm::gemm_reference`];
+//! - [`attention`]: attention shapes ([`AttentionShape`]: paged decode or causal prefill), the
+//!   `br × bc` tile space and its evaluator, gated against the attention references, measured
+//!   in GFLOP/s (prefill) or GB/s of K+V read (decode);
 //! - [`timing`]: warm-up, rotated inputs, median of repeats within a time budget.
 //!
-//! [`TuneTarget`] names what can be tuned; attention shapes are to be added beside GEMM.
+//! [`TuneTarget`] names what can be tuned: a GEMM shape or an attention shape.
 
+pub mod attention;
 pub mod cache;
 pub mod gemm;
+pub mod search;
 pub mod timing;
 
 use crate::error::KernelError;
@@ -17,8 +25,13 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
+pub use attention::{
+    AttentionKind, AttentionRunner, AttentionShape, AttentionShapeParseError, AttentionTuneOptions,
+    AttentionTuneReport, OurAttention, tune_attention,
+};
 pub use cache::{CacheRecord, KernelCache, RecordStatus, default_cache_path};
 pub use gemm::{GemmRunner, GemmTuneOptions, GemmTuneReport, OurGemm, tune_gemm};
+pub use search::{CandidateOutcome, Tally};
 
 /// A GEMM problem shape: `A` is m×k, `B` is k×n, `C` is m×n.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -89,14 +102,13 @@ impl FromStr for GemmShape {
 }
 
 /// Something the tuner can tune: a kernel and the shape it runs on.
-///
-/// Only GEMM exists today; attention (decode over paged KV, flash-style prefill) is to be added
-/// as another variant with its own parameter space and evaluator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kernel", rename_all = "snake_case")]
 pub enum TuneTarget {
     /// f32 GEMM `C = A·B` on row-major operands.
     GemmF32(GemmShape),
+    /// f32 attention of one KV-head group over paged KV: decode or causal prefill.
+    AttentionF32(AttentionShape),
 }
 
 impl TuneTarget {
@@ -104,15 +116,45 @@ impl TuneTarget {
     pub fn kernel_name(&self) -> &'static str {
         match self {
             TuneTarget::GemmF32(_) => gemm::KERNEL_NAME,
+            TuneTarget::AttentionF32(s) => s.kernel_name(),
         }
     }
 
-    /// The shape as stored in cache records.
+    /// The shape as stored in cache records (see [`GemmShape::dims`] and
+    /// [`AttentionShape::dims`] for the order).
     pub fn dims(&self) -> Vec<usize> {
         match self {
             TuneTarget::GemmF32(s) => s.dims(),
+            TuneTarget::AttentionF32(s) => s.dims(),
         }
     }
+}
+
+impl fmt::Display for TuneTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TuneTarget::GemmF32(s) => write!(f, "{} {s}", self.kernel_name()),
+            TuneTarget::AttentionF32(s) => write!(f, "{} {s}", self.kernel_name()),
+        }
+    }
+}
+
+/// Why tuning failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TuneError {
+    /// Reading or writing the cache, or a kernel call that failed outright.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    /// Every candidate tried was rejected by the correctness gate.
+    #[error(
+        "no candidate for {target} passed the correctness gate ({tried} tried); is the kernel broken?"
+    )]
+    NoValidCandidate {
+        /// The kernel and shape tuned.
+        target: TuneTarget,
+        /// Candidates tried.
+        tried: usize,
+    },
 }
 
 /// Builds a [`KernelError::Format`] for `path`.

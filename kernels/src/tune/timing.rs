@@ -90,9 +90,9 @@ impl GemmOperands {
     }
 }
 
-/// Times `call(i)` per `opts`: `opts.warmup` untimed calls, then timed ones until the budget
-/// is spent (between `min_repeats` and `max_repeats`); `i` counts calls so the caller can
-/// rotate inputs.
+/// Times `call(i)` per `opts`: `opts.warmup` untimed calls, then timed ones until at least
+/// `min_repeats` ran and either `max_repeats` ran or the budget is spent. `i` counts every call
+/// from 0, so a caller can rotate through input sets with `i % sets`.
 pub fn time_calls(
     opts: &TimingOptions,
     mut call: impl FnMut(usize) -> Result<(), KernelError>,
@@ -105,8 +105,9 @@ pub fn time_calls(
     while times.len() < opts.min_repeats.max(1)
         || (times.len() < opts.max_repeats && Instant::now() < deadline)
     {
+        let i = opts.warmup + times.len();
         let start = Instant::now();
-        call(opts.warmup + times.len())?;
+        call(i)?;
         times.push(start.elapsed().as_secs_f64());
     }
     Ok(summarize(&mut times))

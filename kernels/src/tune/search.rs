@@ -1,0 +1,283 @@
+//! The search loop shared by every tunable kernel.
+//!
+//! A kernel brings a [`SearchSpace`] (random points and one-step neighbours of its parameter
+//! type) and an evaluator (correctness gate, then timing); [`search`] does the rest the same way
+//! for all of them: the defaults first, seeded random samples for the first half of the budget,
+//! then mostly neighbours of the best so far; candidates already in the [`KernelCache`] are not
+//! re-evaluated, new ones are appended to it as they finish.
+
+use super::SplitMix64;
+use super::cache::{CacheRecord, KernelCache, RecordStatus};
+use crate::error::KernelError;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::fmt::Debug;
+use std::hash::Hash;
+
+/// A kernel's parameter space, as the search walks it.
+pub trait SearchSpace {
+    /// The kernel's parameters (serialized into cache records).
+    type Params: Copy + Eq + Hash + Debug + Serialize + DeserializeOwned;
+
+    /// A uniformly random point.
+    fn random(&self, rng: &mut SplitMix64) -> Self::Params;
+
+    /// A point one step away from `p` (which may lie outside the space, e.g. the defaults).
+    fn neighbour(&self, p: &Self::Params, rng: &mut SplitMix64) -> Self::Params;
+}
+
+/// What the evaluator made of one new candidate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Failed the correctness gate (or the kernel failed): recorded, not timed.
+    Rejected {
+        /// Largest absolute difference from the reference, when there was an output.
+        max_abs_err: Option<f64>,
+        /// Why it was rejected.
+        note: String,
+    },
+    /// Passed the gate and was timed.
+    Timed {
+        /// Median seconds per call.
+        median_s: f64,
+        /// Timed repeats behind the median.
+        repeats: usize,
+        /// GFLOP/s at the median.
+        gflops: f64,
+        /// GB/s of memory traffic at the median, for kernels measured by bandwidth.
+        gb_per_s: Option<f64>,
+        /// Largest absolute difference from the reference on the gate's shape.
+        max_abs_err: f64,
+    },
+}
+
+/// What happened to one candidate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CandidateOutcome<P> {
+    /// The parameters tried.
+    pub params: P,
+    /// Timed or rejected.
+    pub status: RecordStatus,
+    /// Median seconds per call, when timed.
+    #[serde(default)]
+    pub median_s: Option<f64>,
+    /// GFLOP/s at the median time, when timed.
+    pub gflops: Option<f64>,
+    /// GB/s at the median time, for kernels measured by bandwidth.
+    #[serde(default)]
+    pub gb_per_s: Option<f64>,
+    /// Whether the result came from the cache rather than a new measurement.
+    pub cached: bool,
+    /// Why it was rejected.
+    pub note: Option<String>,
+}
+
+impl<P> CandidateOutcome<P> {
+    fn from_record(params: P, rec: &CacheRecord, cached: bool) -> Self {
+        Self {
+            params,
+            status: rec.status,
+            median_s: rec.median_s,
+            gflops: rec.gflops,
+            gb_per_s: rec.gb_per_s,
+            cached,
+            note: rec.note.clone(),
+        }
+    }
+}
+
+/// How many candidates were measured, came from the cache, or were rejected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    /// Candidates measured in this run.
+    pub measured: usize,
+    /// Candidates whose results came from the cache.
+    pub cached: usize,
+    /// Candidates rejected by the correctness gate (new or cached).
+    pub rejected: usize,
+}
+
+impl Tally {
+    /// Counts `outcomes`.
+    pub fn of<P>(outcomes: &[CandidateOutcome<P>]) -> Self {
+        Self {
+            measured: outcomes.iter().filter(|o| !o.cached).count(),
+            cached: outcomes.iter().filter(|o| o.cached).count(),
+            rejected: outcomes.iter().filter(|o| o.status == RecordStatus::Rejected).count(),
+        }
+    }
+}
+
+/// Where a search's results belong: machine, kernel and shape, as keyed in the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchKey<'a> {
+    /// [`crate::machine::MachineId::key`] of this machine.
+    pub machine: &'a str,
+    /// Kernel name in cache records.
+    pub kernel: &'a str,
+    /// Shape as stored in cache records.
+    pub dims: Vec<usize>,
+}
+
+/// The values of one blocking axis worth trying for a dimension: multiples of `align`, those
+/// below the (aligned) dimension plus the first that covers it (larger ones all behave alike).
+pub(crate) fn axis(set: &[usize], align: usize, dim: usize) -> Vec<usize> {
+    let align = align.max(1);
+    let cover = dim.div_ceil(align) * align;
+    let mut out: Vec<usize> = Vec::new();
+    for &v in set {
+        let v = v.div_ceil(align) * align;
+        if out.last() == Some(&v) {
+            continue;
+        }
+        out.push(v);
+        if v >= cover {
+            break;
+        }
+    }
+    if out.last().is_none_or(|&v| v < cover) {
+        out.push(cover);
+    }
+    out
+}
+
+/// Index of the value in `vals` nearest to `v` (0 when `vals` is empty).
+pub(crate) fn nearest(vals: &[usize], v: usize) -> usize {
+    vals.iter().enumerate().min_by_key(|(_, x)| x.abs_diff(v)).map_or(0, |(i, _)| i)
+}
+
+fn params_value<P: Serialize>(p: &P) -> serde_json::Value {
+    // Params are plain data; serializing them cannot fail.
+    serde_json::to_value(p).unwrap_or(serde_json::Value::Null)
+}
+
+/// Runs the search: `default` first, then up to `budget` candidates in all from `space` with a
+/// generator seeded by `seed`. Cached candidates are reused; every new one is passed to
+/// `evaluate` and its verdict appended to `cache`. Returns every candidate in the order
+/// considered. A kernel failure inside `evaluate` that is not a verdict (an `Err`) stops the
+/// search.
+pub fn search<S: SearchSpace>(
+    space: &S,
+    default: S::Params,
+    budget: usize,
+    seed: u64,
+    cache: &mut KernelCache,
+    key: &SearchKey<'_>,
+    mut evaluate: impl FnMut(&S::Params) -> Result<Verdict, KernelError>,
+) -> Result<Vec<CandidateOutcome<S::Params>>, KernelError> {
+    let mut rng = SplitMix64::new(seed);
+    let mut seen: HashSet<S::Params> = HashSet::new();
+    let mut outcomes: Vec<CandidateOutcome<S::Params>> = Vec::new();
+    let budget = budget.max(1);
+    let explore = 1 + (budget - 1) / 2;
+
+    while outcomes.len() < budget {
+        let next = if outcomes.is_empty() {
+            Some(default)
+        } else {
+            let best_so_far = outcomes
+                .iter()
+                .filter(|o| o.gflops.is_some())
+                .max_by(|a, b| a.gflops.unwrap_or(0.0).total_cmp(&b.gflops.unwrap_or(0.0)))
+                .map(|o| o.params);
+            (0..64).find_map(|_| {
+                let p = match best_so_far {
+                    Some(best) if outcomes.len() >= explore && rng.below(4) != 0 => {
+                        space.neighbour(&best, &mut rng)
+                    }
+                    _ => space.random(&mut rng),
+                };
+                (!seen.contains(&p)).then_some(p)
+            })
+        };
+        let Some(params) = next else { break }; // the space is exhausted
+        seen.insert(params);
+        let value = params_value(&params);
+
+        if let Some(rec) = cache.lookup(key.machine, key.kernel, &key.dims, &value) {
+            outcomes.push(CandidateOutcome::from_record(params, rec, true));
+            continue;
+        }
+
+        let mut record = CacheRecord {
+            machine: key.machine.to_string(),
+            kernel: key.kernel.to_string(),
+            shape: key.dims.clone(),
+            params: value,
+            status: RecordStatus::Rejected,
+            median_s: None,
+            gflops: None,
+            gb_per_s: None,
+            repeats: 0,
+            max_abs_err: None,
+            note: None,
+        };
+        match evaluate(&params)? {
+            Verdict::Rejected { max_abs_err, note } => {
+                record.max_abs_err = max_abs_err.filter(|e| e.is_finite());
+                record.note = Some(note);
+            }
+            Verdict::Timed { median_s, repeats, gflops, gb_per_s, max_abs_err } => {
+                record.status = RecordStatus::Ok;
+                record.median_s = Some(median_s);
+                record.gflops = Some(gflops);
+                record.gb_per_s = gb_per_s;
+                record.repeats = repeats;
+                record.max_abs_err = Some(max_abs_err);
+            }
+        }
+        outcomes.push(CandidateOutcome::from_record(params, &record, false));
+        cache.append(record)?;
+    }
+    Ok(outcomes)
+}
+
+/// The fastest cached params for `key` that parse as `P` and that `usable` accepts, with their
+/// record. Records whose params no longer parse (a renamed field) are skipped.
+pub fn cached_best<'c, P: DeserializeOwned>(
+    cache: &'c KernelCache,
+    key: &SearchKey<'_>,
+    usable: impl Fn(&P) -> bool,
+) -> Option<(P, &'c CacheRecord)> {
+    let parse = |v: &serde_json::Value| serde_json::from_value::<P>(v.clone()).ok();
+    let rec =
+        cache.best(key.machine, key.kernel, &key.dims, |v| parse(v).is_some_and(|p| usable(&p)))?;
+    Some((parse(&rec.params)?, rec))
+}
+
+/// Largest `|got − want|` (NaN if any element is NaN) and whether every element lies within
+/// `bound(want)`.
+pub(crate) fn compare(got: &[f32], want: &[f32], bound: impl Fn(f64) -> f64) -> (f64, bool) {
+    let mut max_err = 0.0f64;
+    let mut ok = got.len() == want.len();
+    for (g, w) in got.iter().zip(want) {
+        let e = (*g as f64 - *w as f64).abs();
+        if e.is_nan() {
+            return (f64::NAN, false);
+        }
+        max_err = max_err.max(e);
+        ok &= e <= bound(*w as f64);
+    }
+    (max_err, ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compare_flags_nan_and_out_of_bound() {
+        assert_eq!(compare(&[1.0, 2.0], &[1.0, 2.5], |_| 1.0), (0.5, true));
+        assert!(!compare(&[1.0, 2.0], &[1.0, 2.5], |_| 0.1).1);
+        assert!(compare(&[f32::NAN], &[1.0], |_| 1.0).0.is_nan());
+        assert!(!compare(&[1.0], &[1.0, 2.0], |_| 1.0).1);
+    }
+
+    #[test]
+    fn nearest_picks_the_closest() {
+        assert_eq!(nearest(&[8, 16, 32], 20), 1);
+        assert_eq!(nearest(&[8, 16, 32], 1000), 2);
+        assert_eq!(nearest(&[], 3), 0);
+    }
+}
