@@ -1,92 +1,110 @@
-//! bf16 weights with f32 accumulation: `y = x · Wᵀ` for a row-major `[n, k]` weight of
-//! `bf16` and `f32` activations.
+//! bf16 weights with f32 accumulation.
 //!
-//! bf16 is the top half of an f32, so widening is a 16-bit shift (AVX2: `vpmovzxwd` +
-//! `vpslld 16`). The blocking is the quantized kernels' ([`crate::quant`]): weight rows in
-//! cache-sized chunks across threads, each row loaded once per tile of `row_tile` activation
-//! rows.
+//! [`Bf16Matrix`] stores an `[n, k]` weight as `half::bf16` (round-to-nearest-even from `f32`),
+//! 2 bytes/weight. `y = x · Wᵀ` widens each weight to `f32` with a 16-bit shift (AVX2:
+//! `vpmovzxwd` + `vpslld 16`) and accumulates with FMA. Like the quantized kernels, output
+//! features are split across `threads`, and for every tile of `row_tile` activation rows each
+//! weight row is streamed once and used against the whole tile; `m == 1` is the decode GEMV.
 
 use crate::error::{KernelError, ParamError};
 use crate::isa::Isa;
-use crate::quant::{MAX_ROW_TILE, check_operands, drive, matmul_reference_dense};
+use crate::quant::{check_operands, for_each_row_chunk, rows_per_task};
 use half::bf16;
 use serde::{Deserialize, Serialize};
 
+const KERNEL: &str = "bf16";
+
 /// Tunable parameters of the bf16 matmul.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Bf16Params {
-    /// Activation rows that share each loaded weight row (1 to [`MAX_ROW_TILE`]).
+    /// Activation rows that share one pass over the weights (batching); at least 1.
     pub row_tile: usize,
-    /// Worker threads.
+    /// Worker threads; at least 1.
     pub threads: usize,
 }
 
 impl Default for Bf16Params {
     fn default() -> Self {
-        Self { row_tile: 4, threads: crate::threads::available() }
+        Self { row_tile: 8, threads: crate::threads::available() }
     }
 }
 
 impl Bf16Params {
     /// Checks every field; the error names the field, the value and the reason.
     pub fn validate(&self) -> Result<(), ParamError> {
-        if self.row_tile == 0 || self.row_tile > MAX_ROW_TILE {
+        if self.row_tile == 0 || self.row_tile > crate::quant::MAX_ROW_TILE {
             return Err(ParamError::new(
-                "bf16",
+                KERNEL,
                 "row_tile",
                 self.row_tile,
-                format!("must be between 1 and {MAX_ROW_TILE}"),
+                format!("must be in 1..={}", crate::quant::MAX_ROW_TILE),
             ));
         }
         if self.threads == 0 {
-            return Err(ParamError::new("bf16", "threads", self.threads, "must be at least 1"));
+            return Err(ParamError::new(KERNEL, "threads", self.threads, "must be at least 1"));
         }
         Ok(())
     }
 }
 
-/// A row-major `[rows, cols]` matrix of bf16 weights.
+/// An `[n, k]` row-major weight stored as bf16.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bf16Matrix {
+    data: Vec<bf16>,
     rows: usize,
     cols: usize,
-    data: Vec<bf16>,
 }
 
 impl Bf16Matrix {
-    /// Rounds an `f32` matrix to bf16 (round to nearest even).
+    /// Converts a row-major `rows × cols` `f32` weight (round to nearest even).
     pub fn from_f32(w: &[f32], rows: usize, cols: usize) -> Result<Self, KernelError> {
-        if w.len() != rows * cols {
+        if rows.checked_mul(cols) != Some(w.len()) {
             return Err(KernelError::shape(
-                "bf16 from_f32",
-                format!("weights hold {} values, expected rows × cols = {rows} × {cols}", w.len()),
+                KERNEL,
+                format!("w has {} elements but rows × cols = {rows} × {cols}", w.len()),
             ));
         }
-        Ok(Self { rows, cols, data: w.iter().map(|&v| bf16::from_f32(v)).collect() })
+        Ok(Self { data: w.iter().map(|&v| bf16::from_f32(v)).collect(), rows, cols })
     }
 
-    /// The weights widened back to `f32` (exact).
+    /// Wraps stored bf16 values (for loaders), `[rows, cols]` row-major.
+    pub fn from_bf16(data: Vec<bf16>, rows: usize, cols: usize) -> Result<Self, KernelError> {
+        if rows.checked_mul(cols) != Some(data.len()) {
+            return Err(KernelError::shape(
+                KERNEL,
+                format!("data has {} elements but rows × cols = {rows} × {cols}", data.len()),
+            ));
+        }
+        Ok(Self { data, rows, cols })
+    }
+
+    /// The stored values, `[rows, cols]` row-major.
+    pub fn as_bf16(&self) -> &[bf16] {
+        &self.data
+    }
+
+    /// The weights widened to `f32` (exact).
     pub fn to_f32(&self) -> Vec<f32> {
         self.data.iter().map(|v| v.to_f32()).collect()
     }
 
-    /// Output features (n).
+    /// Output features `n`.
     pub fn rows(&self) -> usize {
         self.rows
     }
 
-    /// Input features (k).
+    /// Input features `k`.
     pub fn cols(&self) -> usize {
         self.cols
     }
 
-    /// Bytes one full pass over the weights streams.
+    /// Bytes streamed by one full pass over the weight.
     pub fn weight_bytes(&self) -> usize {
-        2 * self.data.len()
+        self.data.len() * std::mem::size_of::<bf16>()
     }
 
-    /// `y = x · Wᵀ` for `x` of `m × cols` and `y` of `m × rows`, blocked by `params`.
+    /// `y = x · Wᵀ` with `x` `[m, k]` and `y` `[m, n]`; `m == 1` is the decode GEMV.
     pub fn matmul(
         &self,
         x: &[f32],
@@ -95,105 +113,139 @@ impl Bf16Matrix {
         params: &Bf16Params,
     ) -> Result<(), KernelError> {
         params.validate()?;
-        check_operands("bf16 matmul", x, m, y, self.rows, self.cols)?;
-        let (cols, simd) = (self.cols, Isa::detect() >= Isa::Avx2);
-        drive(self.rows, m, 2 * cols, params.threads, params.row_tile, y, |r, t0, t1, dots| {
-            let w = &self.data[r * cols..(r + 1) * cols];
-            let x = &x[t0 * cols..t1 * cols];
-            row_dot(simd, w, x, cols, dots);
+        let (n, k) = (self.rows, self.cols);
+        check_operands(KERNEL, x, m, y, n, k)?;
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        let simd = cfg!(target_arch = "x86_64") && Isa::detect() >= Isa::Avx2;
+        let mut transposed = Vec::new();
+        let out: &mut [f32] = if m == 1 {
+            y
+        } else {
+            transposed.resize(n * m, 0.0);
+            &mut transposed
+        };
+        let rows = rows_per_task(n, params.threads);
+        for_each_row_chunk(params.threads, out, rows, m, |j0, chunk| {
+            for t0 in (0..m).step_by(params.row_tile) {
+                let t1 = (t0 + params.row_tile).min(m);
+                for (jj, dst) in chunk.chunks_exact_mut(m).enumerate() {
+                    let j = j0 + jj;
+                    let w = &self.data[j * k..(j + 1) * k];
+                    let xs = &x[t0 * k..t1 * k];
+                    row(w, xs, k, simd, &mut dst[t0..t1]);
+                }
+            }
         });
+        if m > 1 {
+            for (j, col) in transposed.chunks_exact(m).enumerate() {
+                for (r, &v) in col.iter().enumerate() {
+                    y[r * n + j] = v;
+                }
+            }
+        }
         Ok(())
     }
 
-    /// The oracle: the bf16 weights widened to `f32`, times `x`, accumulated in `f64`.
+    /// The oracle: the bf16 weights widened to `f32` · `x`, f64 accumulation.
     pub fn matmul_reference(&self, x: &[f32], m: usize, y: &mut [f32]) -> Result<(), KernelError> {
-        check_operands("bf16 matmul", x, m, y, self.rows, self.cols)?;
-        matmul_reference_dense(&self.to_f32(), self.rows, self.cols, x, m, y);
+        let (n, k) = (self.rows, self.cols);
+        check_operands(KERNEL, x, m, y, n, k)?;
+        for r in 0..m {
+            let xr = &x[r * k..(r + 1) * k];
+            for j in 0..n {
+                let w = &self.data[j * k..(j + 1) * k];
+                let acc: f64 =
+                    w.iter().zip(xr).map(|(a, &b)| f64::from(a.to_f32()) * f64::from(b)).sum();
+                y[r * n + j] = acc as f32;
+            }
+        }
         Ok(())
     }
 }
 
-/// Dot products of one weight row with each of `dots.len()` activation rows.
-fn row_dot(simd: bool, w: &[bf16], x: &[f32], cols: usize, dots: &mut [f32]) {
+/// Activation rows per call of the AVX2 micro-kernel.
+const MAX_M: usize = 4;
+
+/// `dst[i] = dot(w, x row i)`; `x` holds `dst.len()` rows of `k`.
+fn row(w: &[bf16], x: &[f32], k: usize, simd: bool, dst: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if simd {
-        macro_rules! dispatch {
-            ($($r:literal)*) => {
-                match dots.len() {
-                    $($r => {
-                        // SAFETY: AVX2 and FMA were detected at run time (Isa::Avx2).
-                        let d = unsafe { avx2::row_dot::<$r>(w, x, cols) };
-                        dots.copy_from_slice(&d);
-                        return;
-                    })*
-                    _ => unreachable!("row_tile is validated to 1..=8"),
+        for (sub, d) in dst.chunks_mut(MAX_M).enumerate() {
+            let xs = &x[sub * MAX_M * k..(sub * MAX_M + d.len()) * k];
+            let (wp, xp, out) = (w.as_ptr().cast::<u16>(), xs.as_ptr(), d.as_mut_ptr());
+            // SAFETY: `simd` means AVX2+FMA were detected; `w` has `k` values, `xs` covers
+            // `d.len()` rows of `k` floats and `d` has `d.len()` slots; bf16 is a `u16`.
+            unsafe {
+                match d.len() {
+                    1 => avx2::kernel::<1>(wp, xp, k, out),
+                    2 => avx2::kernel::<2>(wp, xp, k, out),
+                    3 => avx2::kernel::<3>(wp, xp, k, out),
+                    _ => avx2::kernel::<4>(wp, xp, k, out),
                 }
-            };
+            }
         }
-        dispatch!(1 2 3 4 5 6 7 8);
+        return;
     }
     let _ = simd;
-    for (i, dot) in dots.iter_mut().enumerate() {
-        let xi = &x[i * cols..(i + 1) * cols];
-        *dot = w.iter().zip(xi).map(|(a, b)| a.to_f32() * b).sum();
+    for (i, d) in dst.iter_mut().enumerate() {
+        let xr = &x[i * k..(i + 1) * k];
+        *d = w.iter().zip(xr).map(|(a, &b)| a.to_f32() * b).sum();
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use half::bf16;
     use std::arch::x86_64::*;
 
+    /// Eight bf16 at `p` widened to f32: zero-extend to 32 bits, shift into the high half.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn load8(p: *const u16) -> __m256 {
+        // SAFETY: the caller guarantees 8 readable values at `p`.
+        let v = unsafe { _mm_loadu_si128(p.cast()) };
+        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16))
+    }
+
+    /// One bf16 weight row against `M` activation rows, 16 weights per step into two
+    /// accumulators per row, scalar tail.
+    ///
     /// # Safety
-    /// AVX2 and FMA are available; `w` holds `cols` weights and `x` holds `R × cols` values.
+    /// AVX2+FMA; `w` has `k` values, `x` `M` rows of `k` floats, `out` `M` slots.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn row_dot<const R: usize>(w: &[bf16], x: &[f32], cols: usize) -> [f32; R] {
-        let mut acc = [_mm256_setzero_ps(); R];
-        let full = cols / 8 * 8;
-        // SAFETY: offsets stay below `full ≤ cols` for w and below R·cols for x.
+    pub(super) unsafe fn kernel<const M: usize>(
+        w: *const u16,
+        x: *const f32,
+        k: usize,
+        out: *mut f32,
+    ) {
+        let mut acc0 = [_mm256_setzero_ps(); M];
+        let mut acc1 = [_mm256_setzero_ps(); M];
+        // SAFETY: every offset is below `k` within the row / each of the `M` rows.
         unsafe {
-            for j in (0..full).step_by(8) {
-                let h = _mm_loadu_si128(w.as_ptr().add(j) as *const __m128i);
-                let wf = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-                for (i, a) in acc.iter_mut().enumerate() {
-                    let xv = _mm256_loadu_ps(x.as_ptr().add(i * cols + j));
-                    *a = _mm256_fmadd_ps(wf, xv, *a);
+            let mut i = 0;
+            while i + 16 <= k {
+                let w0 = load8(w.add(i));
+                let w1 = load8(w.add(i + 8));
+                for r in 0..M {
+                    let xr = x.add(r * k + i);
+                    acc0[r] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xr), acc0[r]);
+                    acc1[r] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xr.add(8)), acc1[r]);
                 }
+                i += 16;
             }
-            let mut out = [0.0f32; R];
-            for (i, (o, a)) in out.iter_mut().zip(acc).enumerate() {
-                let mut lanes = [0.0f32; 8];
-                _mm256_storeu_ps(lanes.as_mut_ptr(), a);
-                *o = lanes.iter().sum::<f32>()
-                    + (full..cols).map(|j| w[j].to_f32() * x[i * cols + j]).sum::<f32>();
+            for r in 0..M {
+                let s = _mm256_add_ps(acc0[r], acc1[r]);
+                let h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+                let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+                let h = _mm_add_ss(h, _mm_movehdup_ps(h));
+                let mut total = _mm_cvtss_f32(h);
+                for t in i..k {
+                    total += f32::from_bits(u32::from(*w.add(t)) << 16) * *x.add(r * k + t);
+                }
+                *out.add(r) = total;
             }
-            out
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rounding_is_to_nearest_and_widening_exact() {
-        let w = [1.0f32, 1.0 + 1.0 / 256.0, -3.5, 1e-3];
-        let m = Bf16Matrix::from_f32(&w, 1, 4).unwrap();
-        let back = m.to_f32();
-        assert_eq!(back[0], 1.0);
-        assert_eq!(back[2], -3.5);
-        for (a, b) in w.iter().zip(&back) {
-            assert!((a - b).abs() <= a.abs() / 256.0, "{a} vs {b}");
-        }
-        assert_eq!(m.weight_bytes(), 8);
-    }
-
-    #[test]
-    fn params_are_validated_with_names() {
-        let p = Bf16Params { row_tile: 0, threads: 1 };
-        assert!(p.validate().unwrap_err().to_string().contains("row_tile"));
-        let e = Bf16Matrix::from_f32(&[0.0; 5], 2, 3).unwrap_err().to_string();
-        assert!(e.contains("2 × 3"), "{e}");
     }
 }

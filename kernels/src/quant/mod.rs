@@ -1,70 +1,98 @@
-//! Quantized weights and `f32 × quantized` matmul.
+//! Quantized weights (int8 blocks of 32, int4 groups of 32/64/128) and f32 × quantized matmul.
 //!
-//! Two formats, both symmetric, with one `f16` scale per block along `k` (the input dimension)
-//! of a row-major `[n, k]` weight (Hugging Face layout, `y = x · Wᵀ`):
+//! A linear layer's weight is `[n, k]` row-major (Hugging Face layout) and `y = x · Wᵀ` with
+//! `x` `[m, k]` and `y` `[m, n]`, both row-major `f32`. Quantization blocks run along `k`
+//! within one weight row.
 //!
-//! | format | block | stored per block | bits/weight |
-//! |---|---|---|---|
-//! | [`Int8Matrix`] (like Q8_0) | 32 | 32 × `i8` + `f16` scale | 8.5 |
-//! | [`Int4Matrix`] (like Q4_0) | group 32, 64 or 128 | group/2 bytes of nibbles + `f16` | 4.5 at group 32 |
+//! # Formats
 //!
-//! Quantization: `scale = max|w| / 127` (int8) or `max|w| / 7` (int4), `q = round(w / scale)`
-//! clamped to `[-127, 127]` or `[-8, 7]`; an all-zero block gets scale 0. Int4 values are stored
-//! as `q + 8` in a nibble; each 32-weight chunk of a row takes 16 bytes, byte `j` holding weight
-//! `j` in its low nibble and weight `j + 16` in its high nibble, so one AND and one shift unpack
-//! a chunk into 32 bytes in order.
+//! - [`Int8Matrix`] (Q8_0-like): blocks of 32 weights along `k`, one `f16` scale per block,
+//!   `scale = max|w| / 127`, `q = round(w / scale)` clamped to `[-127, 127]`: 34 bytes per 32
+//!   weights = 8.5 bits/weight.
+//! - [`Int4Matrix`] (Q4_0-like): groups of 32, 64 or 128 weights along `k`, one `f16` scale
+//!   per group, **symmetric** `scale = max|w| / 7`, `q = round(w / scale)` clamped to `[-7, 7]`,
+//!   stored as the unsigned nibble `q + 8` (so nibble 0 is never produced): 4.5 bits/weight at
+//!   group 32. See [`Int4Matrix`] for the nibble layout.
 //!
-//! `matmul` takes the GEMV path for one activation row (decode: each weight row streamed once,
-//! rows split across threads) and a row-tiled path for more, where each weight chunk is loaded
-//! once and used against `row_tile` activation rows. Activations are either used as `f32`
-//! (weights dequantized on the fly) or quantized once per call to `i8` per block of 32 with
-//! their own scale, for integer dot products (AVX2 `maddubs`), see [`ActivationMode`].
+//! Quants and scales are stored as two separate row-major arrays, so each weight row is two
+//! contiguous streams (quants, then that row's scales) that the hardware prefetcher follows.
+//! A block whose weights are all zero gets scale 0 and zero quants (never NaN).
+//!
+//! # Kernels
+//!
+//! [`Int8Matrix::matmul`] / [`Int4Matrix::matmul`] split the output features `n` into chunks
+//! run on `threads` workers. Inside a chunk, for every tile of `row_tile` activation rows each
+//! weight row is streamed from memory once and used against all rows of the tile (the tile is
+//! processed a few rows at a time from L1), so batching pays off. With `m == 1` this is the
+//! decode GEMV, which streams each weight row exactly once and is memory-bandwidth bound.
+//!
+//! Activations are either kept in `f32` (weights dequantized on the fly, FMA) or quantized
+//! per block of 32 to int8 with their own scale ([`ActivationMode::Int8`]), once per call,
+//! and multiplied with integer dot products: AVX2 `vpmaddubsw` with the sign trick plus
+//! `vpmaddwd`, or `vpdpbusd` where AVX-VNNI exists. Scalar fallbacks exist for both modes.
 
-mod kernel;
+mod act;
+mod int4;
+mod int8;
+mod scalar;
+#[cfg(target_arch = "x86_64")]
+mod simd;
 
-pub(crate) use kernel::drive;
+pub use int4::Int4Matrix;
+pub use int8::Int8Matrix;
 
 use crate::error::{KernelError, ParamError};
-use crate::isa::Isa;
+use crate::isa::{IntDotFeatures, Isa};
+use act::QuantizedActs;
 use half::f16;
+use half::slice::HalfFloatSliceExt;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-/// Weights per int8 block, and per int4 nibble chunk.
+/// The block size of int8 weights and of quantized activations, in elements along `k`.
 pub const BLOCK: usize = 32;
 
-/// Largest allowed `row_tile`: one register accumulator per activation row.
-pub const MAX_ROW_TILE: usize = 8;
+/// The int4 group sizes supported.
+pub const INT4_GROUPS: [usize; 3] = [32, 64, 128];
 
 /// How activations enter the dot products.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ActivationMode {
-    /// Keep activations in `f32`; dequantize weights on the fly and use FMA.
+    /// Keep `x` in `f32`; dequantize weights on the fly and accumulate with FMA.
     F32,
-    /// Quantize activations per block of 32 to `i8` (own scale) and use integer dot products.
+    /// Quantize each `x` row per block of 32 to int8 (own scale per block) and use integer dot
+    /// products. Adds an error bounded by half an activation quantization step per element.
     Int8,
-    /// `Int8` where a SIMD integer dot product exists (AVX2 and wider), else `F32`.
+    /// [`ActivationMode::Int8`] where a SIMD integer dot product exists (AVX2 `vpmaddubsw`,
+    /// AVX-VNNI), else [`ActivationMode::F32`].
+    #[default]
     Auto,
 }
 
 impl ActivationMode {
-    /// The mode that actually runs on this machine.
+    /// The concrete mode used on this machine: resolves [`ActivationMode::Auto`].
     pub fn resolve(self) -> ActivationMode {
         match self {
-            ActivationMode::Auto if Isa::detect() >= Isa::Avx2 => ActivationMode::Int8,
-            ActivationMode::Auto => ActivationMode::F32,
-            other => other,
+            ActivationMode::Auto => {
+                if Isa::detect() >= Isa::Avx2 {
+                    ActivationMode::Int8
+                } else {
+                    ActivationMode::F32
+                }
+            }
+            mode => mode,
         }
     }
 }
 
 /// Tunable parameters of the quantized matmul.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct QuantParams {
-    /// Activation rows that share each loaded weight chunk (1 to [`MAX_ROW_TILE`]).
+    /// Activation rows that share one pass over the weights (batching); at least 1.
     pub row_tile: usize,
-    /// Worker threads.
+    /// Worker threads; at least 1.
     pub threads: usize,
     /// How activations enter the dot products.
     pub activations: ActivationMode,
@@ -73,12 +101,15 @@ pub struct QuantParams {
 impl Default for QuantParams {
     fn default() -> Self {
         Self {
-            row_tile: 4,
+            row_tile: 8,
             threads: crate::threads::available(),
             activations: ActivationMode::Auto,
         }
     }
 }
+
+/// The largest `row_tile` accepted (a tile's activations should stay in L2).
+pub const MAX_ROW_TILE: usize = 1024;
 
 impl QuantParams {
     /// Checks every field; the error names the field, the value and the reason.
@@ -88,7 +119,7 @@ impl QuantParams {
                 "quant",
                 "row_tile",
                 self.row_tile,
-                format!("must be between 1 and {MAX_ROW_TILE}"),
+                format!("must be in 1..={MAX_ROW_TILE}"),
             ));
         }
         if self.threads == 0 {
@@ -98,341 +129,331 @@ impl QuantParams {
     }
 }
 
-/// Int8 weights: blocks of 32 along each row with one `f16` scale per block (8.5 bits/weight).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Int8Matrix {
-    rows: usize,
-    cols: usize,
-    /// `[rows, cols]` quantized values.
-    quants: Vec<i8>,
-    /// `[rows, cols / 32]` scales.
-    scales: Vec<f16>,
+/// A borrowed view of either weight format, what the kernels work on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QView<'a> {
+    /// Row-major quants, `row_bytes()` per row (int8: two's complement bytes; int4: nibbles).
+    pub quants: &'a [u8],
+    /// Row-major scales, `cols / group` per row.
+    pub scales: &'a [f16],
+    pub rows: usize,
+    pub cols: usize,
+    /// Elements per scale (32 for int8).
+    pub group: usize,
+    /// Whether quants are packed int4 nibbles.
+    pub q4: bool,
 }
 
-/// Int4 weights: groups of 32, 64 or 128 along each row with one `f16` scale per group.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Int4Matrix {
-    rows: usize,
-    cols: usize,
-    group: usize,
-    /// `[rows, cols / 2]` nibbles, laid out per 32-weight chunk (see the module doc).
-    packed: Vec<u8>,
-    /// `[rows, cols / group]` scales.
-    scales: Vec<f16>,
-}
-
-fn check_weight_shape(
-    kernel: &'static str,
-    w: &[f32],
-    rows: usize,
-    cols: usize,
-    block: usize,
-) -> Result<(), KernelError> {
-    if !cols.is_multiple_of(block) || cols == 0 {
-        return Err(KernelError::shape(
-            kernel,
-            format!("cols = {cols} must be a positive multiple of the block size {block}"),
-        ));
-    }
-    if w.len() != rows * cols {
-        return Err(KernelError::shape(
-            kernel,
-            format!("weights hold {} values, expected rows × cols = {rows} × {cols}", w.len()),
-        ));
-    }
-    Ok(())
-}
-
-/// Symmetric absmax scale of a block for a largest level `qmax`, and the quantizer.
-fn quantize_block(block: &[f32], qmin: f32, qmax: f32, mut put: impl FnMut(usize, i8)) -> f16 {
-    let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    // Round the scale to f16 first, so values are quantized with the scale that is stored.
-    let scale = f16::from_f32(amax / qmax);
-    let s = scale.to_f32();
-    let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
-    for (j, &v) in block.iter().enumerate() {
-        put(j, (v * inv).round().clamp(qmin, qmax) as i8);
-    }
-    scale
-}
-
-/// The methods `Int8Matrix` and `Int4Matrix` share word for word: dimensions, the fast
-/// `matmul` and its oracle. Each type provides `view()` and `dequantize()`.
-macro_rules! shared_matrix_methods {
-    ($kernel:literal) => {
-        /// Output features (n).
-        pub fn rows(&self) -> usize {
-            self.rows
-        }
-
-        /// Input features (k).
-        pub fn cols(&self) -> usize {
-            self.cols
-        }
-
-        /// `y = x · Wᵀ` for `x` of `m × cols` and `y` of `m × rows`, blocked by `params`.
-        pub fn matmul(
-            &self,
-            x: &[f32],
-            m: usize,
-            y: &mut [f32],
-            params: &QuantParams,
-        ) -> Result<(), KernelError> {
-            params.validate()?;
-            check_operands($kernel, x, m, y, self.rows, self.cols)?;
-            kernel::matmul(self.view(), x, m, y, params);
-            Ok(())
-        }
-
-        /// The oracle: dequantized weights times `f32` activations, accumulated in `f64`.
-        pub fn matmul_reference(
-            &self,
-            x: &[f32],
-            m: usize,
-            y: &mut [f32],
-        ) -> Result<(), KernelError> {
-            check_operands($kernel, x, m, y, self.rows, self.cols)?;
-            matmul_reference_dense(&self.dequantize(), self.rows, self.cols, x, m, y);
-            Ok(())
-        }
-    };
-}
-
-impl Int8Matrix {
-    /// Quantizes a row-major `[rows, cols]` matrix; `cols` must be a multiple of 32.
-    pub fn quantize(w: &[f32], rows: usize, cols: usize) -> Result<Self, KernelError> {
-        check_weight_shape("int8 quantize", w, rows, cols, BLOCK)?;
-        let mut quants = vec![0i8; rows * cols];
-        let mut scales = Vec::with_capacity(rows * cols / BLOCK);
-        for (b, block) in w.chunks_exact(BLOCK).enumerate() {
-            let out = &mut quants[b * BLOCK..(b + 1) * BLOCK];
-            scales.push(quantize_block(block, -127.0, 127.0, |j, q| out[j] = q));
-        }
-        Ok(Self { rows, cols, quants, scales })
+impl QView<'_> {
+    fn row_bytes(&self) -> usize {
+        if self.q4 { self.cols / 2 } else { self.cols }
     }
 
-    /// The weights as `f32`: `q · scale`.
-    pub fn dequantize(&self) -> Vec<f32> {
-        self.quants
-            .chunks_exact(BLOCK)
-            .zip(&self.scales)
-            .flat_map(|(q, s)| q.iter().map(move |&q| q as f32 * s.to_f32()))
-            .collect()
+    fn groups_per_row(&self) -> usize {
+        self.cols / self.group
     }
 
-    /// Bytes one full pass over the weights streams: quantized values plus scales.
+    fn row_quants(&self, j: usize) -> &[u8] {
+        let rb = self.row_bytes();
+        &self.quants[j * rb..(j + 1) * rb]
+    }
+
+    fn row_scales(&self, j: usize) -> &[f16] {
+        let g = self.groups_per_row();
+        &self.scales[j * g..(j + 1) * g]
+    }
+
+    /// log2 of 32-element chunks per scale group.
+    fn group_shift(&self) -> u32 {
+        (self.group / BLOCK).trailing_zeros()
+    }
+
+    /// Bytes streamed by one full pass: quants plus scales.
     pub fn weight_bytes(&self) -> usize {
-        self.quants.len() + 2 * self.scales.len()
+        self.quants.len() + std::mem::size_of_val(self.scales)
     }
 
-    shared_matrix_methods!("int8 matmul");
-
-    fn view(&self) -> kernel::Weights<'_> {
-        kernel::Weights {
-            rows: self.rows,
-            cols: self.cols,
-            format: kernel::Format::Int8 { quants: &self.quants },
-            scales: &self.scales,
-            group: BLOCK,
+    /// The quantized value of weight `(j, i)`, in `[-127, 127]` (int8) or `[-7, 7]` (int4).
+    fn quant_at(&self, j: usize, i: usize) -> i8 {
+        let row = self.row_quants(j);
+        if self.q4 {
+            let chunk = i / BLOCK;
+            let within = i % BLOCK;
+            let byte = row[chunk * 16 + within % 16];
+            let nibble = if within < 16 { byte & 0x0F } else { byte >> 4 };
+            nibble as i8 - 8
+        } else {
+            row[i] as i8
         }
     }
-}
 
-impl Int4Matrix {
-    /// Quantizes a row-major `[rows, cols]` matrix with one scale per `group` weights (32, 64
-    /// or 128); `cols` must be a multiple of `group`.
-    pub fn quantize(
-        w: &[f32],
-        rows: usize,
-        cols: usize,
-        group: usize,
-    ) -> Result<Self, KernelError> {
-        if ![32, 64, 128].contains(&group) {
-            return Err(ParamError::new("int4", "group", group, "must be 32, 64 or 128").into());
-        }
-        check_weight_shape("int4 quantize", w, rows, cols, group)?;
-        let mut packed = vec![0u8; rows * cols / 2];
-        let mut scales = Vec::with_capacity(rows * cols / group);
-        let mut q = vec![0i8; group];
-        for (g, block) in w.chunks_exact(group).enumerate() {
-            scales.push(quantize_block(block, -8.0, 7.0, |j, v| q[j] = v));
-            for (c, chunk) in q.chunks_exact(BLOCK).enumerate() {
-                let base = (g * group + c * BLOCK) / 2;
-                for j in 0..BLOCK / 2 {
-                    let lo = (chunk[j] + 8) as u8;
-                    let hi = (chunk[j + BLOCK / 2] + 8) as u8;
-                    packed[base + j] = lo | (hi << 4);
-                }
-            }
-        }
-        Ok(Self { rows, cols, group, packed, scales })
-    }
-
-    /// The weights as `f32`: `(nibble − 8) · scale`.
+    /// All weights dequantized to `f32`, `[rows, cols]` row-major.
     pub fn dequantize(&self) -> Vec<f32> {
-        let mut out = vec![0.0f32; self.rows * self.cols];
-        for (c, chunk) in self.packed.chunks_exact(BLOCK / 2).enumerate() {
-            let s = self.scales[c * BLOCK / self.group].to_f32();
-            let dst = &mut out[c * BLOCK..(c + 1) * BLOCK];
-            for (j, &b) in chunk.iter().enumerate() {
-                dst[j] = ((b & 0x0f) as i32 - 8) as f32 * s;
-                dst[j + BLOCK / 2] = ((b >> 4) as i32 - 8) as f32 * s;
+        let mut out = Vec::with_capacity(self.rows * self.cols);
+        for j in 0..self.rows {
+            let scales = self.row_scales(j);
+            for i in 0..self.cols {
+                out.push(f32::from(self.quant_at(j, i)) * scales[i / self.group].to_f32());
             }
         }
         out
     }
-
-    /// Weights per scale.
-    pub fn group(&self) -> usize {
-        self.group
-    }
-
-    /// Bytes one full pass over the weights streams: nibbles plus scales.
-    pub fn weight_bytes(&self) -> usize {
-        self.packed.len() + 2 * self.scales.len()
-    }
-
-    shared_matrix_methods!("int4 matmul");
-
-    fn view(&self) -> kernel::Weights<'_> {
-        kernel::Weights {
-            rows: self.rows,
-            cols: self.cols,
-            format: kernel::Format::Int4 { packed: &self.packed },
-            scales: &self.scales,
-            group: self.group,
-        }
-    }
 }
 
-/// Checks `x` is `m × cols` and `y` is `m × rows`.
+/// Checks that `x` is `[m, k]` and `y` is `[m, n]`, naming the operand at fault.
 pub(crate) fn check_operands(
     kernel: &'static str,
     x: &[f32],
     m: usize,
     y: &[f32],
-    rows: usize,
-    cols: usize,
+    n: usize,
+    k: usize,
 ) -> Result<(), KernelError> {
-    if x.len() != m * cols {
+    let want_x = m.checked_mul(k);
+    if want_x != Some(x.len()) {
         return Err(KernelError::shape(
             kernel,
-            format!("x holds {} values, expected m × k = {m} × {cols}", x.len()),
+            format!("x has {} elements but m × k = {m} × {k} needs {}", x.len(), m * k),
         ));
     }
-    if y.len() != m * rows {
+    let want_y = m.checked_mul(n);
+    if want_y != Some(y.len()) {
         return Err(KernelError::shape(
             kernel,
-            format!("y holds {} values, expected m × n = {m} × {rows}", y.len()),
+            format!("y has {} elements but m × n = {m} × {n} needs {}", y.len(), m * n),
         ));
     }
     Ok(())
 }
 
-/// `y = x · Wᵀ` over a dense `f32` weight, in `f64`: the oracle for every weight format.
-pub(crate) fn matmul_reference_dense(
-    w: &[f32],
+/// Checks the weight shape given to a constructor: `w` is `rows × cols`, `cols % block == 0`.
+pub(crate) fn check_weight_shape(
+    kernel: &'static str,
+    w_len: usize,
     rows: usize,
     cols: usize,
+    block: usize,
+) -> Result<(), KernelError> {
+    if rows.checked_mul(cols) != Some(w_len) {
+        return Err(KernelError::shape(
+            kernel,
+            format!("w has {w_len} elements but rows × cols = {rows} × {cols}"),
+        ));
+    }
+    if !cols.is_multiple_of(block) {
+        return Err(KernelError::shape(
+            kernel,
+            format!("cols = {cols} is not a multiple of the block size {block}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Quantizes one block symmetrically: returns the `f16` scale and writes `q = round(w / scale)`
+/// clamped to `[-qmax, qmax]`. The quants are computed from the rounded (`f16`) scale so that
+/// dequantization error stays within half a step. Zero (or `f16`-underflowing) blocks give
+/// scale 0 and zero quants.
+pub(crate) fn quantize_block(
+    kernel: &'static str,
+    w: &[f32],
+    qmax: f32,
+    out: &mut [i8],
+) -> Result<f16, KernelError> {
+    let mut amax = 0.0f32;
+    for &v in w {
+        if !v.is_finite() {
+            return Err(KernelError::shape(kernel, format!("weight {v} is not finite")));
+        }
+        amax = amax.max(v.abs());
+    }
+    let scale = f16::from_f32(amax / qmax);
+    if scale.is_infinite() {
+        return Err(KernelError::shape(
+            kernel,
+            format!("block absmax {amax} overflows an f16 scale (max {})", f16::MAX),
+        ));
+    }
+    let s = scale.to_f32();
+    for (o, &v) in out.iter_mut().zip(w) {
+        // `as i8` saturates, but the clamp keeps the code symmetric (no -128).
+        *o = if s == 0.0 { 0 } else { (v / s).round().clamp(-qmax, qmax) as i8 };
+    }
+    Ok(if s == 0.0 { f16::ZERO } else { scale })
+}
+
+/// The oracle shared by both formats: dequantized weights · `f32` x, f64 accumulation.
+pub(crate) fn matmul_reference(
+    kernel: &'static str,
+    view: QView,
     x: &[f32],
     m: usize,
     y: &mut [f32],
-) {
-    for i in 0..m {
-        let xi = &x[i * cols..(i + 1) * cols];
-        for r in 0..rows {
-            let wr = &w[r * cols..(r + 1) * cols];
-            y[i * rows + r] =
-                xi.iter().zip(wr).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() as f32;
+) -> Result<(), KernelError> {
+    let (n, k) = (view.rows, view.cols);
+    check_operands(kernel, x, m, y, n, k)?;
+    let w = view.dequantize();
+    for r in 0..m {
+        let xr = &x[r * k..(r + 1) * k];
+        for j in 0..n {
+            let wj = &w[j * k..(j + 1) * k];
+            let acc: f64 = wj.iter().zip(xr).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum();
+            y[r * n + j] = acc as f32;
         }
+    }
+    Ok(())
+}
+
+/// Which inner kernel family runs. The AVX2 paths also need F16C (every AVX2 CPU has it) for
+/// the scale conversion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Scalar,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// AVX2 with AVX-VNNI `vpdpbusd` for the int8-activation dot products.
+    #[cfg(target_arch = "x86_64")]
+    Avx2Vnni,
+}
+
+fn choose_path() -> Path {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if Isa::detect() >= Isa::Avx2 && std::arch::is_x86_feature_detected!("f16c") {
+            return if IntDotFeatures::detect().avx_vnni { Path::Avx2Vnni } else { Path::Avx2 };
+        }
+    }
+    let _ = IntDotFeatures::default();
+    Path::Scalar
+}
+
+/// Output rows per parallel task: one task per thread would leave no room for balancing, so
+/// aim at ~8 tasks per thread, in multiples of 4 rows.
+pub(crate) fn rows_per_task(n: usize, threads: usize) -> usize {
+    if threads <= 1 {
+        return n.max(1);
+    }
+    let per = n.div_ceil(threads * 8).max(4);
+    per.div_ceil(4) * 4
+}
+
+/// Runs `f(first_row, out_chunk)` over `out` split into chunks of `rows` output rows of
+/// `per_row` values each, on `threads` workers (inline when `threads == 1`).
+pub(crate) fn for_each_row_chunk<F>(
+    threads: usize,
+    out: &mut [f32],
+    rows: usize,
+    per_row: usize,
+    f: F,
+) where
+    F: Fn(usize, &mut [f32]) + Sync + Send,
+{
+    let chunk = (rows * per_row).max(1);
+    if threads <= 1 {
+        for (i, c) in out.chunks_mut(chunk).enumerate() {
+            f(i * rows, c);
+        }
+    } else {
+        crate::threads::run(threads, || {
+            out.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i * rows, c));
+        });
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Activations as one path needs them.
+enum Acts<'a> {
+    F32(&'a [f32]),
+    Int8(QuantizedActs),
+}
 
-    fn ramp(len: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s as f32 / u32::MAX as f32) * 2.0 - 1.0
-            })
-            .collect()
+/// The fast matmul shared by both formats. `y` is `[m, n]`.
+pub(crate) fn matmul(
+    kernel: &'static str,
+    view: QView,
+    x: &[f32],
+    m: usize,
+    y: &mut [f32],
+    params: &QuantParams,
+) -> Result<(), KernelError> {
+    params.validate()?;
+    let (n, k) = (view.rows, view.cols);
+    check_operands(kernel, x, m, y, n, k)?;
+    if m == 0 || n == 0 {
+        return Ok(());
     }
-
-    #[test]
-    fn quantize_round_trip_within_half_a_step() {
-        let (rows, cols) = (3, 128);
-        let w = ramp(rows * cols, 7);
-        let q8 = Int8Matrix::quantize(&w, rows, cols).unwrap();
-        for (b, (orig, back)) in w.chunks(32).zip(q8.dequantize().chunks(32)).enumerate() {
-            let s = q8.scales[b].to_f32();
-            for (a, c) in orig.iter().zip(back) {
-                assert!((a - c).abs() <= s * 0.5 + 1e-6, "int8 block {b}: {a} vs {c}");
+    if k == 0 {
+        y.fill(0.0);
+        return Ok(());
+    }
+    let path = choose_path();
+    let acts = match params.activations.resolve() {
+        ActivationMode::Int8 => {
+            let qa = QuantizedActs::new(x, m, k);
+            // Only the SIMD path multiplies raw nibbles and needs the correction.
+            Acts::Int8(if view.q4 && path != Path::Scalar {
+                qa.with_nibble_correction(view.group)
+            } else {
+                qa
+            })
+        }
+        _ => Acts::F32(x),
+    };
+    // Work in a transposed `[n, m]` output so each task owns contiguous memory; for m == 1 the
+    // two layouts coincide and `y` is written directly.
+    let mut transposed = Vec::new();
+    let out: &mut [f32] = if m == 1 {
+        y
+    } else {
+        transposed.resize(n * m, 0.0);
+        &mut transposed
+    };
+    let rows = rows_per_task(n, params.threads);
+    let row_tile = params.row_tile;
+    for_each_row_chunk(params.threads, out, rows, m, |j0, chunk| {
+        run_task(view, &acts, m, row_tile, path, j0, chunk);
+    });
+    if m > 1 {
+        for (j, col) in transposed.chunks_exact(m).enumerate() {
+            for (r, &v) in col.iter().enumerate() {
+                y[r * n + j] = v;
             }
         }
-        for group in [32, 64, 128] {
-            let q4 = Int4Matrix::quantize(&w, rows, cols, group).unwrap();
-            for (g, (orig, back)) in w.chunks(group).zip(q4.dequantize().chunks(group)).enumerate()
-            {
-                let s = q4.scales[g].to_f32();
-                for (a, c) in orig.iter().zip(back) {
-                    assert!((a - c).abs() <= s * 0.5 + 1e-6, "int4/{group} group {g}: {a} vs {c}");
+    }
+    Ok(())
+}
+
+/// One task: output rows `j0..j0 + out.len() / m`, `out` is `[rows, m]`.
+fn run_task(
+    view: QView,
+    acts: &Acts,
+    m: usize,
+    row_tile: usize,
+    path: Path,
+    j0: usize,
+    out: &mut [f32],
+) {
+    let nrows = out.len() / m;
+    let mut wscale = vec![0.0f32; view.groups_per_row()];
+    let mut row_buf = Vec::new();
+    for t0 in (0..m).step_by(row_tile) {
+        let t1 = (t0 + row_tile).min(m);
+        for jj in 0..nrows {
+            let j = j0 + jj;
+            match path {
+                Path::Scalar => view.row_scales(j).convert_to_f32_slice(&mut wscale),
+                #[cfg(target_arch = "x86_64")]
+                Path::Avx2 | Path::Avx2Vnni => simd::scales_to_f32(view.row_scales(j), &mut wscale),
+            }
+            let wrow = view.row_quants(j);
+            let dst = &mut out[jj * m + t0..jj * m + t1];
+            match path {
+                Path::Scalar => {
+                    scalar::row(view, wrow, &wscale, acts, t0, &mut row_buf, dst);
+                }
+                #[cfg(target_arch = "x86_64")]
+                Path::Avx2 | Path::Avx2Vnni => {
+                    simd::row(view, wrow, &wscale, acts, t0, path == Path::Avx2Vnni, dst);
                 }
             }
         }
-    }
-
-    #[test]
-    fn zero_blocks_have_zero_scale_and_no_nan() {
-        let w = vec![0.0f32; 64];
-        let q8 = Int8Matrix::quantize(&w, 1, 64).unwrap();
-        assert!(q8.dequantize().iter().all(|v| *v == 0.0));
-        let q4 = Int4Matrix::quantize(&w, 1, 64, 64).unwrap();
-        assert!(q4.dequantize().iter().all(|v| *v == 0.0));
-    }
-
-    #[test]
-    fn bytes_match_the_bits_per_weight() {
-        let w = vec![0.5f32; 64 * 128];
-        assert_eq!(
-            Int8Matrix::quantize(&w, 64, 128).unwrap().weight_bytes() * 8,
-            64 * 128 * 17 / 2
-        );
-        assert_eq!(
-            Int4Matrix::quantize(&w, 64, 128, 32).unwrap().weight_bytes() * 8,
-            64 * 128 * 9 / 2
-        );
-    }
-
-    #[test]
-    fn bad_shapes_and_params_are_named() {
-        let w = vec![0.0f32; 40];
-        let e = Int8Matrix::quantize(&w, 1, 40).unwrap_err().to_string();
-        assert!(e.contains("multiple of the block size 32"), "{e}");
-        let e = Int4Matrix::quantize(&w, 1, 40, 48).unwrap_err().to_string();
-        assert!(e.contains("group") && e.contains("48"), "{e}");
-        let q = Int8Matrix::quantize(&[0.0; 32], 1, 32).unwrap();
-        let e = q.matmul(&[0.0; 31], 1, &mut [0.0], &QuantParams::default()).unwrap_err();
-        assert!(e.to_string().contains("x holds 31"), "{e}");
-        let p = QuantParams { row_tile: 9, ..Default::default() };
-        let e = q.matmul(&[0.0; 32], 1, &mut [0.0], &p).unwrap_err().to_string();
-        assert!(e.contains("row_tile") && e.contains('9'), "{e}");
-        let p = QuantParams { threads: 0, ..Default::default() };
-        assert!(p.validate().unwrap_err().to_string().contains("threads"));
-    }
-
-    #[test]
-    fn params_yaml_round_trip_and_reject_unknown_fields() {
-        let p = QuantParams { row_tile: 2, threads: 3, activations: ActivationMode::Int8 };
-        let yaml = serde_yaml::to_string(&p).unwrap();
-        assert!(yaml.contains("activations: int8"), "{yaml}");
-        assert_eq!(serde_yaml::from_str::<QuantParams>(&yaml).unwrap(), p);
-        let bad = "row_tile: 2\nthreads: 1\nactivations: f32\nrowtile: 3\n";
-        assert!(serde_yaml::from_str::<QuantParams>(bad).is_err());
     }
 }

@@ -822,10 +822,15 @@ mod tests {
             assert!(r.median_s.is_some() && r.gflops.is_some() && r.gb_per_s.is_none());
         }
 
-        // Same seed, fresh cache: the same candidates in the same order.
+        // Same seed, fresh cache: the same exploration candidates in the same order. Only the
+        // exploring half of the budget (the defaults, then seeded random points: 3 of 6) is
+        // compared, since the local search that follows moves around whichever candidate
+        // measured fastest, and timings vary from run to run.
         let mut other = KernelCache::load(dir.path().join("other.jsonl")).unwrap();
         let again = tune_attention(&shape, &quick(6), &OurAttention, &mut other, "t").unwrap();
-        let params = |r: &AttentionTuneReport| r.candidates.iter().map(|c| c.params).collect();
+        let params = |r: &AttentionTuneReport| -> Vec<AttentionParams> {
+            r.candidates.iter().take(3).map(|c| c.params).collect()
+        };
         let p1: Vec<AttentionParams> = params(&first);
         assert_eq!(p1, params(&again));
         let mut seeded = quick(6);
@@ -844,7 +849,10 @@ mod tests {
         let second = tune_attention(&shape, &quick(6), &counting, &mut reloaded, "t").unwrap();
         assert_eq!(calls.get(), 0, "a cached candidate must not run");
         assert_eq!(second.tally, Tally { measured: 0, cached: 6, rejected: 0 });
-        assert_eq!(p1, params(&second));
+        let all = |r: &AttentionTuneReport| -> Vec<AttentionParams> {
+            r.candidates.iter().map(|c| c.params).collect()
+        };
+        assert_eq!(all(&first), all(&second));
         assert_eq!(second.best, first.best);
     }
 

@@ -1,0 +1,74 @@
+//! Per-block int8 quantization of activations, done once per matmul call.
+
+use super::BLOCK;
+
+/// `x` `[m, k]` quantized per block of 32 along `k`: `x ≈ q · scale`, `|x - q · scale| ≤
+/// scale / 2`, `scale = max|x| / 127` per block (0 for an all-zero block).
+#[derive(Debug, Clone)]
+pub(crate) struct QuantizedActs {
+    /// `[m, k]` quants in `[-127, 127]`.
+    pub q: Vec<i8>,
+    /// `[m, k / 32]` scales.
+    pub scales: Vec<f32>,
+    /// Row length.
+    pub k: usize,
+    /// For int4 weights: `[m, k / group]`, `8 · Σ_{c ∈ group} scale_c · Σ_{i ∈ c} q_i`, the
+    /// term to subtract when the SIMD kernel multiplies the unsigned nibbles `q_w + 8`
+    /// directly (empty otherwise).
+    pub nibble_corr: Vec<f32>,
+}
+
+impl QuantizedActs {
+    /// Quantizes `x` (`[m, k]`, `k % 32 == 0`).
+    pub fn new(x: &[f32], m: usize, k: usize) -> Self {
+        debug_assert_eq!(x.len(), m * k);
+        debug_assert_eq!(k % BLOCK, 0);
+        let mut q = vec![0i8; m * k];
+        let mut scales = Vec::with_capacity(m * k / BLOCK);
+        for (xb, qb) in x.chunks_exact(BLOCK).zip(q.chunks_exact_mut(BLOCK)) {
+            let amax = xb.iter().fold(0.0f32, |a, &v| a.max(v.abs()));
+            let scale = amax / 127.0;
+            if scale > 0.0 && scale.is_finite() {
+                let inv = 1.0 / scale;
+                for (o, &v) in qb.iter_mut().zip(xb) {
+                    *o = (v * inv).round().clamp(-127.0, 127.0) as i8;
+                }
+                scales.push(scale);
+            } else {
+                scales.push(if scale.is_finite() { 0.0 } else { f32::NAN });
+            }
+        }
+        Self { q, scales, k, nibble_corr: Vec::new() }
+    }
+
+    /// Fills [`QuantizedActs::nibble_corr`] for int4 weights in groups of `group`.
+    pub fn with_nibble_correction(mut self, group: usize) -> Self {
+        let per_group = group / BLOCK;
+        self.nibble_corr = self
+            .q
+            .chunks_exact(BLOCK)
+            .zip(&self.scales)
+            .map(|(qb, &s)| 8.0 * s * qb.iter().map(|&v| i32::from(v)).sum::<i32>() as f32)
+            .collect::<Vec<f32>>()
+            .chunks_exact(per_group)
+            .map(|g| g.iter().sum())
+            .collect();
+        self
+    }
+
+    /// Chunks of 32 per row.
+    pub fn chunks(&self) -> usize {
+        self.k / BLOCK
+    }
+
+    /// Quants of row `r`.
+    pub fn row(&self, r: usize) -> &[i8] {
+        &self.q[r * self.k..(r + 1) * self.k]
+    }
+
+    /// Scales of row `r`.
+    pub fn row_scales(&self, r: usize) -> &[f32] {
+        let c = self.chunks();
+        &self.scales[r * c..(r + 1) * c]
+    }
+}

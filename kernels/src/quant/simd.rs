@@ -1,0 +1,354 @@
+//! AVX2 (+ FMA, optionally AVX-VNNI) kernels for one weight row against a few activation rows.
+//!
+//! Every 32-weight chunk is decoded to 32 signed bytes in one register: int8 quants are loaded
+//! as they are; int4 chunks are 16 bytes whose low nibbles are weights 0..16 and high nibbles
+//! weights 16..32, so `(v, v >> 4) & 0x0F` in the two 128-bit lanes gives the 32 weights in
+//! order, minus 8.
+//!
+//! Int8 activations use the sign trick: `vpmaddubsw` multiplies unsigned by signed bytes, so it
+//! gets `|w|` and `x · sign(w)`; pairs of products are at most `2 · 127 · 127 < 2^15`, so the
+//! 16-bit sums never saturate. `vpmaddwd` with ones widens to eight i32 partial sums, which
+//! are exact in `f32` (`|sum| ≤ 32 · 127² < 2^24`) and scaled by `scale_w · scale_x`.
+//! Int4 weights skip the sign trick: the stored nibbles `q + 8` (1..=15) are the unsigned
+//! operand as they are, and the row's result is corrected by `Σ_g scale_g · 8 · Σ x` per group,
+//! precomputed once per call ([`super::act::QuantizedActs::with_nibble_correction`]).
+
+use super::{Acts, BLOCK, QView};
+use half::f16;
+use std::arch::x86_64::*;
+
+/// Widens a row's `f16` scales to `f32`, eight at a time with F16C.
+///
+/// Must only be called on the AVX2 path, which also requires F16C (see `choose_path`).
+pub(super) fn scales_to_f32(src: &[f16], dst: &mut [f32]) {
+    debug_assert_eq!(src.len(), dst.len());
+    #[target_feature(enable = "avx2,f16c")]
+    fn convert(src: &[f16], dst: &mut [f32]) {
+        let mut s8 = src.chunks_exact(8);
+        let mut d8 = dst.chunks_exact_mut(8);
+        for (s, d) in (&mut s8).zip(&mut d8) {
+            // SAFETY: `s` has 8 `f16` (16 bytes) to read and `d` 8 `f32` to write.
+            unsafe {
+                let v = _mm_loadu_si128(s.as_ptr().cast());
+                _mm256_storeu_ps(d.as_mut_ptr(), _mm256_cvtph_ps(v));
+            }
+        }
+        for (s, d) in s8.remainder().iter().zip(d8.into_remainder()) {
+            *d = s.to_f32();
+        }
+    }
+    // SAFETY: the AVX2 path is only chosen when AVX2 and F16C were detected.
+    unsafe { convert(src, dst) }
+}
+
+/// Activation rows handled per call of the int8-activation micro-kernel.
+const MAX_M_INT8: usize = 4;
+/// Activation rows handled per call of the f32-activation micro-kernel.
+const MAX_M_F32: usize = 4;
+
+/// `dst[i] = dot(weight row, activation row r0 + i)` for every `i`.
+///
+/// Must only be called when [`crate::isa::Isa::detect`] reports AVX2 (which includes FMA),
+/// and with `vnni` only when AVX-VNNI is present.
+pub(super) fn row(
+    view: QView,
+    wrow: &[u8],
+    wscale: &[f32],
+    acts: &Acts,
+    r0: usize,
+    vnni: bool,
+    dst: &mut [f32],
+) {
+    let k = view.cols;
+    let shift = view.group_shift();
+    debug_assert_eq!(wrow.len(), view.row_bytes());
+    debug_assert_eq!(wscale.len(), k / view.group);
+    match acts {
+        Acts::Int8(qa) => {
+            for (sub, d) in dst.chunks_mut(MAX_M_INT8).enumerate() {
+                let r = r0 + sub * MAX_M_INT8;
+                let xq = &qa.q[r * k..(r + d.len()) * k];
+                let xs = &qa.scales[r * qa.chunks()..(r + d.len()) * qa.chunks()];
+                let args = Int8Args {
+                    w: wrow.as_ptr(),
+                    ws: wscale.as_ptr(),
+                    shift,
+                    x: xq.as_ptr(),
+                    xs: xs.as_ptr(),
+                    xc: if view.q4 {
+                        let g = k / view.group;
+                        qa.nibble_corr[r * g..(r + d.len()) * g].as_ptr()
+                    } else {
+                        std::ptr::null()
+                    },
+                    k,
+                };
+                // SAFETY: the caller guarantees AVX2+FMA (and AVX-VNNI when `vnni`); `wrow` is
+                // one full weight row (`k` or `k / 2` bytes), `wscale` has one scale per group,
+                // `xq`/`xs` cover `d.len()` activation rows, and `d` has `d.len()` slots.
+                unsafe { int8_dispatch(view.q4, vnni, d.len(), &args, d.as_mut_ptr()) };
+            }
+        }
+        Acts::F32(x) => {
+            for (sub, d) in dst.chunks_mut(MAX_M_F32).enumerate() {
+                let r = r0 + sub * MAX_M_F32;
+                let xr = &x[r * k..(r + d.len()) * k];
+                let (w, ws, xp, out) =
+                    (wrow.as_ptr(), wscale.as_ptr(), xr.as_ptr(), d.as_mut_ptr());
+                // SAFETY: as above; `xr` covers `d.len()` rows of `k` floats.
+                unsafe {
+                    match (view.q4, d.len()) {
+                        (false, 1) => f32_kernel::<false, 1>(w, ws, shift, xp, k, out),
+                        (false, 2) => f32_kernel::<false, 2>(w, ws, shift, xp, k, out),
+                        (false, 3) => f32_kernel::<false, 3>(w, ws, shift, xp, k, out),
+                        (false, _) => f32_kernel::<false, 4>(w, ws, shift, xp, k, out),
+                        (true, 1) => f32_kernel::<true, 1>(w, ws, shift, xp, k, out),
+                        (true, 2) => f32_kernel::<true, 2>(w, ws, shift, xp, k, out),
+                        (true, 3) => f32_kernel::<true, 3>(w, ws, shift, xp, k, out),
+                        (true, _) => f32_kernel::<true, 4>(w, ws, shift, xp, k, out),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Pointers shared by the int8-activation kernels.
+struct Int8Args {
+    /// The weight row's quants.
+    w: *const u8,
+    /// The weight row's scales as `f32`, one per group.
+    ws: *const f32,
+    /// log2 of 32-element chunks per weight group.
+    shift: u32,
+    /// Activation quants, `M` rows of `k`.
+    x: *const i8,
+    /// Activation scales, `M` rows of `k / 32`.
+    xs: *const f32,
+    /// Int4 only: `M` rows of `k / group` nibble corrections (see `QuantizedActs`).
+    xc: *const f32,
+    /// Row length.
+    k: usize,
+}
+
+/// Picks the monomorphized int8-activation kernel.
+///
+/// # Safety
+/// AVX2+FMA must be available (and AVX-VNNI when `vnni`); pointers as in [`Int8Args`] for `m`
+/// rows; `out` has `m` slots; `1 <= m <= MAX_M_INT8`.
+unsafe fn int8_dispatch(q4: bool, vnni: bool, m: usize, a: &Int8Args, out: *mut f32) {
+    macro_rules! pick {
+        ($kernel:ident) => {
+            // SAFETY: forwarded from this function's contract.
+            unsafe {
+                match (q4, m) {
+                    (false, 1) => $kernel::<false, 1>(a, out),
+                    (false, 2) => $kernel::<false, 2>(a, out),
+                    (false, 3) => $kernel::<false, 3>(a, out),
+                    (false, _) => $kernel::<false, 4>(a, out),
+                    (true, 1) => $kernel::<true, 1>(a, out),
+                    (true, 2) => $kernel::<true, 2>(a, out),
+                    (true, 3) => $kernel::<true, 3>(a, out),
+                    (true, _) => $kernel::<true, 4>(a, out),
+                }
+            }
+        };
+    }
+    if vnni { pick!(int8_kernel_vnni) } else { pick!(int8_kernel_avx2) }
+}
+
+/// Loads chunk `c` of a weight row as 32 signed bytes.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn load_chunk<const Q4: bool>(w: *const u8, c: usize) -> __m256i {
+    // SAFETY: the caller guarantees chunk `c` lies within the row.
+    unsafe {
+        if Q4 {
+            let v = _mm_loadu_si128(w.add(c * BLOCK / 2).cast());
+            let both = _mm256_set_m128i(_mm_srli_epi16(v, 4), v);
+            let nibbles = _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+            _mm256_sub_epi8(nibbles, _mm256_set1_epi8(8))
+        } else {
+            _mm256_loadu_si256(w.add(c * BLOCK).cast())
+        }
+    }
+}
+
+/// The two operands of the sign trick for chunk `c`: the unsigned one and the one whose signs
+/// go onto `x`. Int4 skips the trick: the nibbles `q + 8` are already unsigned and multiply `x`
+/// directly, and the kernel subtracts `8 · Σx` per chunk afterwards (the same for every
+/// weight row, so it is precomputed once per call).
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn operands<const Q4: bool>(w: *const u8, c: usize) -> (__m256i, __m256i) {
+    // SAFETY: the caller guarantees chunk `c` lies within the row.
+    unsafe {
+        if Q4 {
+            let v = _mm_loadu_si128(w.add(c * BLOCK / 2).cast());
+            let both = _mm256_set_m128i(_mm_srli_epi16(v, 4), v);
+            let nibbles = _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+            (nibbles, nibbles)
+        } else {
+            let q = _mm256_loadu_si256(w.add(c * BLOCK).cast());
+            (_mm256_abs_epi8(q), q)
+        }
+    }
+}
+
+/// `x` with the signs of `w` applied (int8), or `x` itself (int4 nibbles, see [`operands`]).
+#[target_feature(enable = "avx2")]
+#[inline]
+fn signed_x<const Q4: bool>(x: __m256i, w: __m256i) -> __m256i {
+    if Q4 { x } else { _mm256_sign_epi8(x, w) }
+}
+
+/// `Σ_g a[g] · b[g]` over `len` floats.
+///
+/// # Safety
+/// AVX2+FMA; `len` readable floats at `a` and `b`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn dot_f32(a: *const f32, b: *const f32, len: usize) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    // SAFETY: `i + 8 <= len` and `i < len` keep every read in bounds (contract).
+    unsafe {
+        while i + 8 <= len {
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(a.add(i)), _mm256_loadu_ps(b.add(i)), acc);
+            i += 8;
+        }
+        let mut total = hsum(acc);
+        while i < len {
+            total += *a.add(i) * *b.add(i);
+            i += 1;
+        }
+        total
+    }
+}
+
+/// Horizontal sum of eight floats.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// Eight i32 partial dot products of `|w|` (unsigned) and `x · sign(w)` (signed): AVX2.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn dot_maddubs(abs_w: __m256i, signed_x: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(abs_w, signed_x), _mm256_set1_epi16(1))
+}
+
+/// The same with AVX-VNNI `vpdpbusd` (one instruction, no 16-bit intermediate).
+#[target_feature(enable = "avx2,avxvnni")]
+#[inline]
+fn dot_vnni(abs_w: __m256i, signed_x: __m256i) -> __m256i {
+    _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), abs_w, signed_x)
+}
+
+/// Defines an int8-activation micro-kernel: one weight row against `M` activation rows, two
+/// chunks per step into two accumulator sets (to hide FMA latency when `M` is small).
+macro_rules! int8_kernel {
+    ($name:ident, $features:literal, $dot:ident) => {
+        /// `out[r] = Σ_c (w_c · x_rc) · scale_w · scale_x` for `r < M`.
+        ///
+        /// # Safety
+        /// CPU features as enabled below; pointers as in [`Int8Args`] for `M` rows.
+        #[target_feature(enable = $features)]
+        unsafe fn $name<const Q4: bool, const M: usize>(a: &Int8Args, out: *mut f32) {
+            let chunks = a.k / BLOCK;
+            let mut acc0 = [_mm256_setzero_ps(); M];
+            let mut acc1 = [_mm256_setzero_ps(); M];
+            // SAFETY: every pointer offset below stays within the row / `M` rows (contract).
+            unsafe {
+                let mut c = 0;
+                while c + 2 <= chunks {
+                    let (aw0, w0) = operands::<Q4>(a.w, c);
+                    let (aw1, w1) = operands::<Q4>(a.w, c + 1);
+                    let s0 = *a.ws.add(c >> a.shift);
+                    let s1 = *a.ws.add((c + 1) >> a.shift);
+                    for r in 0..M {
+                        let xr = a.x.add(r * a.k + c * BLOCK);
+                        let xs = a.xs.add(r * chunks + c);
+                        let x0 = _mm256_loadu_si256(xr.cast());
+                        let x1 = _mm256_loadu_si256(xr.add(BLOCK).cast());
+                        let p0 = _mm256_cvtepi32_ps($dot(aw0, signed_x::<Q4>(x0, w0)));
+                        let p1 = _mm256_cvtepi32_ps($dot(aw1, signed_x::<Q4>(x1, w1)));
+                        acc0[r] = _mm256_fmadd_ps(p0, _mm256_set1_ps(s0 * *xs), acc0[r]);
+                        acc1[r] = _mm256_fmadd_ps(p1, _mm256_set1_ps(s1 * *xs.add(1)), acc1[r]);
+                    }
+                    c += 2;
+                }
+                if c < chunks {
+                    let (aw0, w0) = operands::<Q4>(a.w, c);
+                    let s0 = *a.ws.add(c >> a.shift);
+                    for r in 0..M {
+                        let x0 = _mm256_loadu_si256(a.x.add(r * a.k + c * BLOCK).cast());
+                        let p0 = _mm256_cvtepi32_ps($dot(aw0, signed_x::<Q4>(x0, w0)));
+                        let d = s0 * *a.xs.add(r * chunks + c);
+                        acc0[r] = _mm256_fmadd_ps(p0, _mm256_set1_ps(d), acc0[r]);
+                    }
+                }
+                let groups = chunks >> a.shift;
+                for r in 0..M {
+                    let mut total = hsum(_mm256_add_ps(acc0[r], acc1[r]));
+                    if Q4 {
+                        total -= dot_f32(a.ws, a.xc.add(r * groups), groups);
+                    }
+                    *out.add(r) = total;
+                }
+            }
+        }
+    };
+}
+
+int8_kernel!(int8_kernel_avx2, "avx2,fma", dot_maddubs);
+int8_kernel!(int8_kernel_vnni, "avx2,fma,avxvnni", dot_vnni);
+
+/// f32-activation micro-kernel: dequantize each chunk to 4 × 8 floats, dot them with `M`
+/// activation rows (one product chain per chunk, independent across chunks), and add the
+/// chunk's sum times its scale into one accumulator per row.
+///
+/// # Safety
+/// AVX2+FMA; `w` one weight row, `ws` its `f32` scales, `x` `M` rows of `k` floats, `out` `M`
+/// slots.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn f32_kernel<const Q4: bool, const M: usize>(
+    w: *const u8,
+    ws: *const f32,
+    shift: u32,
+    x: *const f32,
+    k: usize,
+    out: *mut f32,
+) {
+    let chunks = k / BLOCK;
+    let mut acc = [_mm256_setzero_ps(); M];
+    // SAFETY: offsets stay within the row and the `M` activation rows (contract).
+    unsafe {
+        for c in 0..chunks {
+            let q = load_chunk::<Q4>(w, c);
+            let s = _mm256_set1_ps(*ws.add(c >> shift));
+            let lo = _mm256_castsi256_si128(q);
+            let hi = _mm256_extracti128_si256(q, 1);
+            let w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo));
+            let w1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)));
+            let w2 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi));
+            let w3 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)));
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let xr = x.add(r * k + c * BLOCK);
+                let mut t = _mm256_mul_ps(w0, _mm256_loadu_ps(xr));
+                t = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xr.add(8)), t);
+                t = _mm256_fmadd_ps(w2, _mm256_loadu_ps(xr.add(16)), t);
+                t = _mm256_fmadd_ps(w3, _mm256_loadu_ps(xr.add(24)), t);
+                *acc_r = _mm256_fmadd_ps(t, s, *acc_r);
+            }
+        }
+        for (r, acc_r) in acc.iter().enumerate() {
+            *out.add(r) = hsum(*acc_r);
+        }
+    }
+}
