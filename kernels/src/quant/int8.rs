@@ -70,41 +70,7 @@ impl Int8Matrix {
         &self.scales
     }
 
-    /// Output features `n`.
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    /// Input features `k`.
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-
-    /// Bytes streamed by one full pass over the weight: quants plus scales.
-    pub fn weight_bytes(&self) -> usize {
-        self.view().weight_bytes()
-    }
-
-    /// The weights dequantized to `f32`, `[rows, cols]` row-major.
-    pub fn dequantize(&self) -> Vec<f32> {
-        self.view().dequantize()
-    }
-
-    /// `y = x · Wᵀ` with `x` `[m, k]` and `y` `[m, n]`; `m == 1` is the decode GEMV.
-    pub fn matmul(
-        &self,
-        x: &[f32],
-        m: usize,
-        y: &mut [f32],
-        params: &QuantParams,
-    ) -> Result<(), KernelError> {
-        super::matmul(KERNEL, self.view(), x, m, y, params)
-    }
-
-    /// The oracle: dequantized weights · `f32` x with f64 accumulation.
-    pub fn matmul_reference(&self, x: &[f32], m: usize, y: &mut [f32]) -> Result<(), KernelError> {
-        super::matmul_reference(KERNEL, self.view(), x, m, y)
-    }
+    shared_matrix_methods!();
 
     fn view(&self) -> QView<'_> {
         // SAFETY: `i8` and `u8` have the same size and alignment and every bit pattern is valid
