@@ -19,26 +19,21 @@ fn text(o: &Output) -> (String, String) {
     )
 }
 
-fn tune(cache: &Path, extra: &[&str]) -> Output {
+/// `dyno kernels tune` on `target` (`["--shape", "m,n,k"]` or `["--attention", SHAPE]`) with
+/// a tiny time budget, the given budget, seed and threads, a temp cache, and `extra` flags.
+fn tune_on(cache: &Path, target: [&str; 2], knobs: [&str; 3], extra: &[&str]) -> Output {
     let cache = cache.to_str().expect("utf-8 temp path");
-    let mut args = vec![
-        "kernels",
-        "tune",
-        "--shape",
-        "6,300,600",
-        "--budget",
-        "5",
-        "--seed",
-        "7",
-        "--threads",
-        "1",
-        "--budget-ms",
-        "1",
-        "--cache",
-        cache,
-    ];
+    let [budget, seed, threads] = knobs;
+    let mut args =
+        vec!["kernels", "tune", target[0], target[1], "--budget", budget, "--seed", seed];
+    args.extend_from_slice(&["--threads", threads, "--budget-ms", "1", "--cache", cache]);
     args.extend_from_slice(extra);
     dyno(&args)
+}
+
+/// The GEMM tuning run most tests use: a small shape, 5 candidates, one thread.
+fn tune(cache: &Path, extra: &[&str]) -> Output {
+    tune_on(cache, ["--shape", "6,300,600"], ["5", "7", "1"], extra)
 }
 
 #[test]
@@ -186,26 +181,9 @@ fn bad_shapes_fail_naming_the_flag() {
     }
 }
 
+/// An attention tuning run: 4 candidates on two threads.
 fn tune_attention(cache: &Path, shape: &str, extra: &[&str]) -> Output {
-    let cache = cache.to_str().expect("utf-8 temp path");
-    let mut args = vec![
-        "kernels",
-        "tune",
-        "--attention",
-        shape,
-        "--budget",
-        "4",
-        "--seed",
-        "3",
-        "--threads",
-        "2",
-        "--budget-ms",
-        "1",
-        "--cache",
-        cache,
-    ];
-    args.extend_from_slice(extra);
-    dyno(&args)
+    tune_on(cache, ["--attention", shape], ["4", "3", "2"], extra)
 }
 
 #[test]

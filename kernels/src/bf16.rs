@@ -8,7 +8,7 @@
 
 use crate::error::{KernelError, ParamError};
 use crate::isa::Isa;
-use crate::quant::{check_operands, for_each_row_chunk, rows_per_task};
+use crate::quant::{check_operands, for_each_output_chunk};
 use half::bf16;
 use serde::{Deserialize, Serialize};
 
@@ -119,15 +119,7 @@ impl Bf16Matrix {
             return Ok(());
         }
         let simd = cfg!(target_arch = "x86_64") && Isa::detect() >= Isa::Avx2;
-        let mut transposed = Vec::new();
-        let out: &mut [f32] = if m == 1 {
-            y
-        } else {
-            transposed.resize(n * m, 0.0);
-            &mut transposed
-        };
-        let rows = rows_per_task(n, params.threads);
-        for_each_row_chunk(params.threads, out, rows, m, |j0, chunk| {
+        for_each_output_chunk(y, n, m, params.threads, |j0, chunk| {
             for t0 in (0..m).step_by(params.row_tile) {
                 let t1 = (t0 + params.row_tile).min(m);
                 for (jj, dst) in chunk.chunks_exact_mut(m).enumerate() {
@@ -138,13 +130,6 @@ impl Bf16Matrix {
                 }
             }
         });
-        if m > 1 {
-            for (j, col) in transposed.chunks_exact(m).enumerate() {
-                for (r, &v) in col.iter().enumerate() {
-                    y[r * n + j] = v;
-                }
-            }
-        }
         Ok(())
     }
 

@@ -375,7 +375,7 @@ fn choose_path() -> Path {
 
 /// Output rows per parallel task: one task per thread would leave no room for balancing, so
 /// aim at ~8 tasks per thread, in multiples of 4 rows.
-pub(crate) fn rows_per_task(n: usize, threads: usize) -> usize {
+fn rows_per_task(n: usize, threads: usize) -> usize {
     if threads <= 1 {
         return n.max(1);
     }
@@ -385,13 +385,8 @@ pub(crate) fn rows_per_task(n: usize, threads: usize) -> usize {
 
 /// Runs `f(first_row, out_chunk)` over `out` split into chunks of `rows` output rows of
 /// `per_row` values each, on `threads` workers (inline when `threads == 1`).
-pub(crate) fn for_each_row_chunk<F>(
-    threads: usize,
-    out: &mut [f32],
-    rows: usize,
-    per_row: usize,
-    f: F,
-) where
+fn for_each_row_chunk<F>(threads: usize, out: &mut [f32], rows: usize, per_row: usize, f: F)
+where
     F: Fn(usize, &mut [f32]) + Sync + Send,
 {
     let chunk = (rows * per_row).max(1);
@@ -403,6 +398,29 @@ pub(crate) fn for_each_row_chunk<F>(
         crate::threads::run(threads, || {
             out.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i * rows, c));
         });
+    }
+}
+
+/// The output side shared by every `y = x · Wᵀ` over row-major weights (int8, int4, bf16):
+/// `f(first_row, chunk)` fills `chunk`, the `[rows, m]` outputs of weight rows `first_row..`,
+/// on `threads` workers; then `y` (`[m, n]`) receives them. Working feature-major lets each
+/// task own contiguous memory; for `m == 1` the two layouts coincide and `y` is written
+/// directly.
+pub(crate) fn for_each_output_chunk<F>(y: &mut [f32], n: usize, m: usize, threads: usize, f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync + Send,
+{
+    let rows = rows_per_task(n, threads);
+    if m == 1 {
+        for_each_row_chunk(threads, y, rows, 1, f);
+        return;
+    }
+    let mut transposed = vec![0.0f32; n * m];
+    for_each_row_chunk(threads, &mut transposed, rows, m, f);
+    for (j, col) in transposed.chunks_exact(m).enumerate() {
+        for (r, &v) in col.iter().enumerate() {
+            y[r * n + j] = v;
+        }
     }
 }
 
@@ -444,27 +462,10 @@ pub(crate) fn matmul(
         }
         _ => Acts::F32(x),
     };
-    // Work in a transposed `[n, m]` output so each task owns contiguous memory; for m == 1 the
-    // two layouts coincide and `y` is written directly.
-    let mut transposed = Vec::new();
-    let out: &mut [f32] = if m == 1 {
-        y
-    } else {
-        transposed.resize(n * m, 0.0);
-        &mut transposed
-    };
-    let rows = rows_per_task(n, params.threads);
     let row_tile = params.row_tile;
-    for_each_row_chunk(params.threads, out, rows, m, |j0, chunk| {
+    for_each_output_chunk(y, n, m, params.threads, |j0, chunk| {
         run_task(view, &acts, m, row_tile, path, j0, chunk);
     });
-    if m > 1 {
-        for (j, col) in transposed.chunks_exact(m).enumerate() {
-            for (r, &v) in col.iter().enumerate() {
-                y[r * n + j] = v;
-            }
-        }
-    }
     Ok(())
 }
 

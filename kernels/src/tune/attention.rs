@@ -632,25 +632,14 @@ pub fn tune_attention(
 
     let evaluate = |params: &AttentionParams| {
         let gs = gate_shape(shape, params, opts.gate_max_macs);
-        Ok(match gate(runner, params, gs, opts.tolerance, &mut refs, opts.seed) {
-            Err((max_abs_err, note)) => Verdict::Rejected { max_abs_err, note },
-            Ok(max_abs_err) => {
-                let ops = operands.get_or_insert_with(|| {
-                    Operands::new(*shape, opts.timing.rotate_bytes, opts.seed)
-                });
-                let n = ops.cases.len();
-                let (cases, out) = (&ops.cases, &mut ops.out);
-                let t = time_calls(&opts.timing, |i| runner.run(&cases[i % n], out, params))?;
-                let gb_per_s = (shape.kind == AttentionKind::Decode)
-                    .then(|| shape.kv_bytes() / t.median_s / 1e9);
-                Verdict::Timed {
-                    median_s: t.median_s,
-                    repeats: t.repeats,
-                    gflops: shape.flops() / t.median_s / 1e9,
-                    gb_per_s,
-                    max_abs_err,
-                }
-            }
+        Verdict::gated(gate(runner, params, gs, opts.tolerance, &mut refs, opts.seed), || {
+            let ops = operands
+                .get_or_insert_with(|| Operands::new(*shape, opts.timing.rotate_bytes, opts.seed));
+            let n = ops.cases.len();
+            let (cases, out) = (&ops.cases, &mut ops.out);
+            let t = time_calls(&opts.timing, |i| runner.run(&cases[i % n], out, params))?;
+            let kv_bytes = (shape.kind == AttentionKind::Decode).then(|| shape.kv_bytes());
+            Ok((t, shape.flops(), kv_bytes))
         })
     };
     let outcomes = search::search(

@@ -307,21 +307,12 @@ pub fn tune_gemm(
 
     let evaluate = |params: &GemmParams| {
         let gs = gate_shape(shape, params, opts.gate_max_macs);
-        Ok(match gate(runner, params, gs, opts.tolerance, &mut refs, opts.seed) {
-            Err((max_abs_err, note)) => Verdict::Rejected { max_abs_err, note },
-            Ok(max_abs_err) => {
-                let ops = operands.get_or_insert_with(|| {
-                    GemmOperands::new(shape, opts.timing.rotate_bytes, opts.seed)
-                });
-                let t = ops.time(&opts.timing, |a, b, c| runner.run(shape, a, b, c, params))?;
-                Verdict::Timed {
-                    median_s: t.median_s,
-                    repeats: t.repeats,
-                    gflops: shape.flops() / t.median_s / 1e9,
-                    gb_per_s: None,
-                    max_abs_err,
-                }
-            }
+        Verdict::gated(gate(runner, params, gs, opts.tolerance, &mut refs, opts.seed), || {
+            let ops = operands.get_or_insert_with(|| {
+                GemmOperands::new(shape, opts.timing.rotate_bytes, opts.seed)
+            });
+            let t = ops.time(&opts.timing, |a, b, c| runner.run(shape, a, b, c, params))?;
+            Ok((t, shape.flops(), None))
         })
     };
     let outcomes = search::search(

@@ -52,6 +52,31 @@ pub enum Verdict {
     },
 }
 
+impl Verdict {
+    /// The verdict on a candidate whose correctness gate gave `gate` (the largest absolute
+    /// error, or that and why it failed): rejected without timing, or timed by `time`, which
+    /// returns the timing and the work of one call in FLOPs and, for bandwidth-bound kernels,
+    /// in bytes.
+    pub fn gated(
+        gate: Result<f64, (Option<f64>, String)>,
+        time: impl FnOnce() -> Result<(super::timing::Timing, f64, Option<f64>), KernelError>,
+    ) -> Result<Verdict, KernelError> {
+        Ok(match gate {
+            Err((max_abs_err, note)) => Verdict::Rejected { max_abs_err, note },
+            Ok(max_abs_err) => {
+                let (t, flops, bytes) = time()?;
+                Verdict::Timed {
+                    median_s: t.median_s,
+                    repeats: t.repeats,
+                    gflops: flops / t.median_s / 1e9,
+                    gb_per_s: bytes.map(|b| b / t.median_s / 1e9),
+                    max_abs_err,
+                }
+            }
+        })
+    }
+}
+
 /// What happened to one candidate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CandidateOutcome<P> {
