@@ -202,8 +202,11 @@ pub fn run_bench(
     let mut gemv: Vec<GemvVariant> = opts
         .gemv_shapes
         .iter()
-        .flat_map(|&(n, k)| gemv_variants(n, k, threads))
-        .collect::<Result<_, _>>()?;
+        .map(|&(n, k)| gemv_variants(n, k, threads))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten()
+        .collect();
     let max_k = opts.gemv_shapes.iter().map(|s| s.1).max().unwrap_or(0);
     let max_n = opts.gemv_shapes.iter().map(|s| s.0).max().unwrap_or(0);
     let gemv_x: Vec<f32> = (0..max_k).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
@@ -302,20 +305,14 @@ struct GemvVariant {
 
 /// The GEMV variants for an `[n, k]` weight: int8 and int4 (group 32) with f32 and with int8
 /// activations, and bf16. Weights are random; speed does not depend on their values.
-fn gemv_variants(n: usize, k: usize, threads: usize) -> Vec<Result<GemvVariant, KernelError>> {
+fn gemv_variants(n: usize, k: usize, threads: usize) -> Result<Vec<GemvVariant>, KernelError> {
     use crate::bf16::{Bf16Matrix, Bf16Params};
     use crate::quant::{ActivationMode, Int4Matrix, Int8Matrix, QuantParams};
     use std::sync::Arc;
     let w: Vec<f32> = (0..n * k).map(|i| ((i * 2654435761) % 2001) as f32 / 1000.0 - 1.0).collect();
     let mut out = Vec::new();
-    let int8 = match Int8Matrix::quantize(&w, n, k) {
-        Ok(q) => Arc::new(q),
-        Err(e) => return vec![Err(e)],
-    };
-    let int4 = match Int4Matrix::quantize(&w, n, k, 32) {
-        Ok(q) => Arc::new(q),
-        Err(e) => return vec![Err(e)],
-    };
+    let int8 = Arc::new(Int8Matrix::quantize(&w, n, k)?);
+    let int4 = Arc::new(Int4Matrix::quantize(&w, n, k, 32)?);
     for mode in [ActivationMode::F32, ActivationMode::Int8] {
         let p = QuantParams { threads, activations: mode, ..QuantParams::default() };
         let (name, acts) = match mode {
@@ -323,7 +320,7 @@ fn gemv_variants(n: usize, k: usize, threads: usize) -> Vec<Result<GemvVariant, 
             _ => ("ours/f32-acts", "f32 activations, weights dequantized in registers"),
         };
         let q = int8.clone();
-        out.push(Ok(GemvVariant {
+        out.push(GemvVariant {
             kernel: "int8_gemv",
             name,
             n,
@@ -331,9 +328,9 @@ fn gemv_variants(n: usize, k: usize, threads: usize) -> Vec<Result<GemvVariant, 
             bytes: q.weight_bytes(),
             note: format!("{acts}; GB/s of int8 weights + f16 scales"),
             run: Box::new(move |x, y| q.matmul(&x[..k], 1, &mut y[..n], &p)),
-        }));
+        });
         let q = int4.clone();
-        out.push(Ok(GemvVariant {
+        out.push(GemvVariant {
             kernel: "int4_gemv",
             name,
             n,
@@ -341,14 +338,11 @@ fn gemv_variants(n: usize, k: usize, threads: usize) -> Vec<Result<GemvVariant, 
             bytes: q.weight_bytes(),
             note: format!("{acts}; group 32; GB/s of nibbles + f16 scales"),
             run: Box::new(move |x, y| q.matmul(&x[..k], 1, &mut y[..n], &p)),
-        }));
+        });
     }
-    let b = match Bf16Matrix::from_f32(&w, n, k) {
-        Ok(b) => b,
-        Err(e) => return vec![Err(e)],
-    };
+    let b = Bf16Matrix::from_f32(&w, n, k)?;
     let p = Bf16Params { threads, ..Bf16Params::default() };
-    out.push(Ok(GemvVariant {
+    out.push(GemvVariant {
         kernel: "bf16_gemv",
         name: "ours",
         n,
@@ -356,8 +350,8 @@ fn gemv_variants(n: usize, k: usize, threads: usize) -> Vec<Result<GemvVariant, 
         bytes: b.weight_bytes(),
         note: "GB/s of bf16 weights".into(),
         run: Box::new(move |x, y| b.matmul(&x[..k], 1, &mut y[..n], &p)),
-    }));
-    out
+    });
+    Ok(out)
 }
 
 /// The GEMM variants benched on `shape`: ours at default and tuned params, then the baselines.

@@ -486,19 +486,16 @@ fn run_task(
         let t1 = (t0 + row_tile).min(m);
         for jj in 0..nrows {
             let j = j0 + jj;
-            match path {
-                Path::Scalar => view.row_scales(j).convert_to_f32_slice(&mut wscale),
-                #[cfg(target_arch = "x86_64")]
-                Path::Avx2 | Path::Avx2Vnni => simd::scales_to_f32(view.row_scales(j), &mut wscale),
-            }
-            let wrow = view.row_quants(j);
+            let (wrow, scales) = (view.row_quants(j), view.row_scales(j));
             let dst = &mut out[jj * m + t0..jj * m + t1];
             match path {
                 Path::Scalar => {
+                    scales.convert_to_f32_slice(&mut wscale);
                     scalar::row(view, wrow, &wscale, acts, t0, &mut row_buf, dst);
                 }
                 #[cfg(target_arch = "x86_64")]
                 Path::Avx2 | Path::Avx2Vnni => {
+                    simd::scales_to_f32(scales, &mut wscale);
                     simd::row(view, wrow, &wscale, acts, t0, path == Path::Avx2Vnni, dst);
                 }
             }
