@@ -165,6 +165,35 @@ proptest! {
         check_matmul("int4", (&wdeq, &wmag), &x, (m, n, k), row_tile, |x, y, p| q.matmul(x, m, y, p), &want)?;
     }
 
+    /// The decode case (one activation row) has its own kernels: several weight rows per
+    /// step, and for int4 eight chunks per step when `k % 256 == 0`; `n` covers rows left over.
+    #[test]
+    fn int8_gemv_matches_reference(n in 1usize..=41, blocks in 1usize..=40, seed in any::<u64>()) {
+        let k = blocks * 32;
+        let w = data(seed, n * k, 1.0);
+        let x = data(seed ^ 0xBEEF, k, 2.0);
+        let q = Int8Matrix::quantize(&w, n, k).unwrap();
+        let wdeq = q.dequantize();
+        let mut want = vec![0.0; n];
+        q.matmul_reference(&x, 1, &mut want).unwrap();
+        check_matmul("int8 gemv", (&wdeq, &wdeq), &x, (1, n, k), 1, |x, y, p| q.matmul(x, 1, y, p), &want)?;
+    }
+
+    #[test]
+    fn int4_gemv_matches_reference(n in 1usize..=41, gi in 0usize..3, steps in 1usize..=5, odd in any::<bool>(), seed in any::<u64>()) {
+        let group = [32, 64, 128][gi];
+        // Multiples of 256 take the eight-chunk kernel; `odd` adds one group to leave it.
+        let k = steps * 256 + if odd { group } else { 0 };
+        let w = data(seed, n * k, 1.0);
+        let x = data(seed ^ 0x4321, k, 2.0);
+        let q = Int4Matrix::quantize(&w, n, k, group).unwrap();
+        let wdeq = q.dequantize();
+        let mut want = vec![0.0; n];
+        q.matmul_reference(&x, 1, &mut want).unwrap();
+        let wmag: Vec<f32> = wdeq.iter().enumerate().map(|(i, v)| v.abs() + 8.0 * q.scales()[i / group].to_f32()).collect();
+        check_matmul("int4 gemv", (&wdeq, &wmag), &x, (1, n, k), 1, |x, y, p| q.matmul(x, 1, y, p), &want)?;
+    }
+
     /// bf16 against the reference computed from the same bf16 weights: only f32 accumulation
     /// error remains, ≤ 1e-4 · Σ|w||x| for k < 600.
     #[test]

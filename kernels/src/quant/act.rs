@@ -72,3 +72,35 @@ impl QuantizedActs {
         &self.scales[r * c..(r + 1) * c]
     }
 }
+
+/// One activation row rearranged for the chunk-pair int4 GEMV kernel
+/// ([`super::simd`]`::gemv_q4_dispatch`): for chunks `2p` and `2p + 1`, 64 bytes
+/// `[x_2p[0..16], x_2p+1[0..16], x_2p[16..32], x_2p+1[16..32]]` (the order in which the kernel
+/// finds low and high nibbles), and per step of eight chunks their eight scales in the lane
+/// order of the kernel's folded chunk sums.
+#[derive(Debug, Clone)]
+pub(crate) struct ChunkPairs {
+    /// `k` quants, 64 per pair.
+    pub q: Vec<i8>,
+    /// 8 scales per step of 8 chunks.
+    pub scales: Vec<f32>,
+}
+
+impl ChunkPairs {
+    /// Row `r` of `acts`, whose chunk count must be a multiple of 8; `lane_chunks[i]` is the
+    /// chunk (within a step) whose sum the kernel leaves in lane `i`.
+    pub fn new(acts: &QuantizedActs, r: usize, lane_chunks: [usize; 8]) -> Self {
+        let (x, xs) = (acts.row(r), acts.row_scales(r));
+        debug_assert_eq!(acts.chunks() % 8, 0);
+        let mut q = Vec::with_capacity(x.len());
+        for (a, b) in x.chunks_exact(BLOCK).step_by(2).zip(x.chunks_exact(BLOCK).skip(1).step_by(2))
+        {
+            for half in [0..16, 16..32] {
+                q.extend_from_slice(&a[half.clone()]);
+                q.extend_from_slice(&b[half]);
+            }
+        }
+        let scales = xs.chunks_exact(8).flat_map(|s| lane_chunks.map(|c| s[c])).collect();
+        Self { q, scales }
+    }
+}

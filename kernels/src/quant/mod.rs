@@ -90,7 +90,7 @@ pub use int8::Int8Matrix;
 
 use crate::error::{KernelError, ParamError};
 use crate::isa::{IntDotFeatures, Isa};
-use act::QuantizedActs;
+use act::{ChunkPairs, QuantizedActs};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
@@ -482,6 +482,17 @@ fn run_task(
     let nrows = out.len() / m;
     let mut wscale = vec![0.0f32; view.groups_per_row()];
     let mut row_buf = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    if let (1, Acts::Int8(qa), Path::Avx2 | Path::Avx2Vnni) = (m, acts, path) {
+        let done = gemv_rows(view, qa, path == Path::Avx2Vnni, j0, out);
+        for (jj, dst) in out.iter_mut().enumerate().skip(done) {
+            let j = j0 + jj;
+            simd::scales_to_f32(view.row_scales(j), &mut wscale);
+            let vnni = path == Path::Avx2Vnni;
+            simd::row(view, view.row_quants(j), &wscale, acts, 0, vnni, std::slice::from_mut(dst));
+        }
+        return;
+    }
     for t0 in (0..m).step_by(row_tile) {
         let t1 = (t0 + row_tile).min(m);
         for jj in 0..nrows {
@@ -501,4 +512,42 @@ fn run_task(
             }
         }
     }
+}
+
+/// The decode case: `out[jj] = dot(weight row j0 + jj, x)` for the one activation row, in
+/// groups of [`simd::GEMV_ROWS`] weight rows. Returns how many leading outputs it filled (a
+/// multiple of `GEMV_ROWS`); the caller finishes the rest row by row.
+#[cfg(target_arch = "x86_64")]
+fn gemv_rows(view: QView, qa: &QuantizedActs, vnni: bool, j0: usize, out: &mut [f32]) -> usize {
+    const R: usize = simd::GEMV_ROWS;
+    let groups = view.groups_per_row();
+    // Padded by 8: the int4 kernel loads eight scales from each step's first group.
+    let mut wscale = vec![0.0f32; R * groups + 8];
+    let full = out.len() / R * R;
+    let chunk_pairs = (view.q4 && view.cols.is_multiple_of(8 * BLOCK))
+        .then(|| ChunkPairs::new(qa, 0, simd::PAIR_LANE_CHUNKS));
+    for (i, dst) in out[..full].chunks_exact_mut(R).enumerate() {
+        let j = j0 + i * R;
+        simd::scales_to_f32(&view.scales[j * groups..(j + R) * groups], &mut wscale[..R * groups]);
+        let args = simd::GemvArgs {
+            w: view.row_quants(j).as_ptr(),
+            row_bytes: view.row_bytes(),
+            ws: wscale.as_ptr(),
+            shift: view.group_shift(),
+            x: qa.q.as_ptr(),
+            xs: qa.scales.as_ptr(),
+            xc: if view.q4 { qa.nibble_corr.as_ptr() } else { std::ptr::null() },
+            k: view.cols,
+        };
+        // SAFETY: the path was chosen by feature detection (AVX2+FMA+F16C, AVX-VNNI when
+        // `vnni`); rows `j..j + R` exist (`j + R <= j0 + out.len() <= view.rows`), `wscale`
+        // holds their scales, `qa` is one activation row of `view.cols`, `dst` has `R` slots.
+        unsafe {
+            match &chunk_pairs {
+                Some(pairs) => simd::gemv_q4_dispatch(vnni, &args, pairs, dst.as_mut_ptr()),
+                None => simd::gemv_dispatch(view.q4, vnni, &args, dst.as_mut_ptr()),
+            }
+        }
+    }
+    full
 }

@@ -352,3 +352,186 @@ unsafe fn f32_kernel<const Q4: bool, const M: usize>(
         }
     }
 }
+
+/// Weight rows handled together by the one-activation-row (GEMV) kernel: each activation
+/// chunk is loaded once for all of them, and the rows are independent memory streams.
+pub(super) const GEMV_ROWS: usize = 4;
+
+/// Pointers for [`gemv_dispatch`]: `GEMV_ROWS` consecutive weight rows against one activation
+/// row.
+pub(super) struct GemvArgs {
+    /// The first weight row's quants; row `r` starts `r * row_bytes` later.
+    pub w: *const u8,
+    /// Bytes per weight row.
+    pub row_bytes: usize,
+    /// `GEMV_ROWS` rows of `k / group` weight scales as `f32`, back to back.
+    pub ws: *const f32,
+    /// log2 of 32-element chunks per weight group.
+    pub shift: u32,
+    /// The activation row's quants (`k`).
+    pub x: *const i8,
+    /// Its scales (`k / 32`).
+    pub xs: *const f32,
+    /// Int4 only: its `k / group` nibble corrections.
+    pub xc: *const f32,
+    /// Row length.
+    pub k: usize,
+}
+
+/// `out[r] = dot(weight row r, x)` for `r < GEMV_ROWS`.
+///
+/// # Safety
+/// AVX2+FMA (and AVX-VNNI when `vnni`); pointers as in [`GemvArgs`]; `out` has `GEMV_ROWS`
+/// slots.
+pub(super) unsafe fn gemv_dispatch(q4: bool, vnni: bool, a: &GemvArgs, out: *mut f32) {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        match (q4, vnni) {
+            (false, false) => gemv_kernel_avx2::<false>(a, out),
+            (true, false) => gemv_kernel_avx2::<true>(a, out),
+            (false, true) => gemv_kernel_vnni::<false>(a, out),
+            (true, true) => gemv_kernel_vnni::<true>(a, out),
+        }
+    }
+}
+
+/// Defines the GEMV micro-kernel: `GEMV_ROWS` weight rows, one int8 activation row.
+macro_rules! gemv_kernel {
+    ($name:ident, $features:literal, $dot:ident) => {
+        /// See [`gemv_dispatch`].
+        ///
+        /// # Safety
+        /// CPU features as enabled below; pointers as in [`GemvArgs`].
+        #[target_feature(enable = $features)]
+        unsafe fn $name<const Q4: bool>(a: &GemvArgs, out: *mut f32) {
+            const R: usize = GEMV_ROWS;
+            let chunks = a.k / BLOCK;
+            let groups = chunks >> a.shift;
+            let mut acc = [_mm256_setzero_ps(); R];
+            // SAFETY: every offset stays within the `R` rows and the activation row.
+            unsafe {
+                for c in 0..chunks {
+                    let x = _mm256_loadu_si256(a.x.add(c * BLOCK).cast());
+                    let xs = *a.xs.add(c);
+                    let g = c >> a.shift;
+                    for (r, acc_r) in acc.iter_mut().enumerate() {
+                        let (aw, w) = operands::<Q4>(a.w.add(r * a.row_bytes), c);
+                        let p = _mm256_cvtepi32_ps($dot(aw, signed_x::<Q4>(x, w)));
+                        let d = *a.ws.add(r * groups + g) * xs;
+                        *acc_r = _mm256_fmadd_ps(p, _mm256_set1_ps(d), *acc_r);
+                    }
+                }
+                for (r, acc_r) in acc.iter().enumerate() {
+                    let mut total = hsum(*acc_r);
+                    if Q4 {
+                        total -= dot_f32(a.ws.add(r * groups), a.xc, groups);
+                    }
+                    *out.add(r) = total;
+                }
+            }
+        }
+    };
+}
+
+gemv_kernel!(gemv_kernel_avx2, "avx2,fma", dot_maddubs);
+gemv_kernel!(gemv_kernel_vnni, "avx2,fma,avxvnni", dot_vnni);
+
+/// Two chunks of int4 nibbles against the matching pair-interleaved activations: eight i32
+/// partial sums, lanes 0..4 from the first chunk and 4..8 from the second (AVX2). Each
+/// `vpmaddubsw` pair sum is at most `2 · 15 · 127`, so adding the two stays within i16.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn dot_pair_maddubs(lo: __m256i, xa: __m256i, hi: __m256i, xb: __m256i) -> __m256i {
+    let s = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xa), _mm256_maddubs_epi16(hi, xb));
+    _mm256_madd_epi16(s, _mm256_set1_epi16(1))
+}
+
+/// The same with AVX-VNNI: two chained `vpdpbusd`.
+#[target_feature(enable = "avx2,avxvnni")]
+#[inline]
+fn dot_pair_vnni(lo: __m256i, xa: __m256i, hi: __m256i, xb: __m256i) -> __m256i {
+    _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), lo, xa), hi, xb)
+}
+
+/// `out[r] = dot(int4 weight row r, x)` for `r < GEMV_ROWS`, eight chunks per step.
+///
+/// 32 bytes of nibbles hold chunks `c` and `c + 1`; masking gives the low nibbles (weights
+/// 0..16 of each chunk, one chunk per 128-bit lane) and shifting the high ones (16..32).
+/// Rather than reassemble the weights, the activations come pre-arranged to match
+/// ([`super::act::ChunkPairs`]). Four such pairs give four vectors of per-chunk partial sums
+/// that three `vphaddd` fold into one vector of eight chunk sums (lane order
+/// [`PAIR_LANE_CHUNKS`]), so the float work (convert, scale, accumulate) happens once per
+/// eight chunks instead of once per chunk.
+///
+/// # Safety
+/// AVX2+FMA (and AVX-VNNI when `vnni`); pointers as in [`GemvArgs`] with `a.k % 256 == 0`,
+/// and at least 8 readable floats from any group's scale (pad `a.ws` by 8); `pairs` holds the
+/// same activation row arranged as [`super::act::ChunkPairs`]; `out` has `GEMV_ROWS` slots.
+pub(super) unsafe fn gemv_q4_dispatch(
+    vnni: bool,
+    a: &GemvArgs,
+    pairs: &super::act::ChunkPairs,
+    out: *mut f32,
+) {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { if vnni { gemv_q4_vnni(a, pairs, out) } else { gemv_q4_avx2(a, pairs, out) } }
+}
+
+/// Chunk (of the eight in a step) whose sum lands in each lane after the `vphaddd` fold.
+pub(super) const PAIR_LANE_CHUNKS: [usize; 8] = [0, 2, 4, 6, 1, 3, 5, 7];
+
+/// Defines the chunk-pair int4 GEMV micro-kernel (see [`gemv_q4_dispatch`]).
+macro_rules! gemv_q4_kernel {
+    ($name:ident, $features:literal, $dot2:ident) => {
+        /// See [`gemv_q4_dispatch`].
+        ///
+        /// # Safety
+        /// As [`gemv_q4_dispatch`], with the CPU features enabled below.
+        #[target_feature(enable = $features)]
+        unsafe fn $name(a: &GemvArgs, pairs: &super::act::ChunkPairs, out: *mut f32) {
+            const R: usize = GEMV_ROWS;
+            let chunks = a.k / BLOCK;
+            let groups = chunks >> a.shift;
+            let mask = _mm256_set1_epi8(0x0F);
+            // Lane i's weight scale, relative to the step's first group.
+            let lane_group = PAIR_LANE_CHUNKS.map(|c| (c >> a.shift) as i32);
+            // SAFETY: `lane_group` is eight i32s.
+            let scale_idx = unsafe { _mm256_loadu_si256(lane_group.as_ptr().cast()) };
+            let mut acc = [_mm256_setzero_ps(); R];
+            // SAFETY: every offset stays within the `R` rows, the activation pairs and the
+            // padded scales.
+            unsafe {
+                for step in 0..chunks / 8 {
+                    let xq = pairs.q.as_ptr().add(256 * step);
+                    let xs = _mm256_loadu_ps(pairs.scales.as_ptr().add(8 * step));
+                    let g0 = (8 * step) >> a.shift;
+                    for (r, acc_r) in acc.iter_mut().enumerate() {
+                        let w = a.w.add(r * a.row_bytes + 128 * step);
+                        let mut d = [_mm256_setzero_si256(); 4];
+                        for (p, d_p) in d.iter_mut().enumerate() {
+                            let v = _mm256_loadu_si256(w.add(32 * p).cast());
+                            let lo = _mm256_and_si256(v, mask);
+                            let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+                            let xa = _mm256_loadu_si256(xq.add(64 * p).cast());
+                            let xb = _mm256_loadu_si256(xq.add(64 * p + 32).cast());
+                            *d_p = $dot2(lo, xa, hi, xb);
+                        }
+                        let sums = _mm256_hadd_epi32(
+                            _mm256_hadd_epi32(d[0], d[1]),
+                            _mm256_hadd_epi32(d[2], d[3]),
+                        );
+                        let ws = _mm256_loadu_ps(a.ws.add(r * groups + g0));
+                        let scale = _mm256_mul_ps(_mm256_permutevar8x32_ps(ws, scale_idx), xs);
+                        *acc_r = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, *acc_r);
+                    }
+                }
+                for (r, acc_r) in acc.iter().enumerate() {
+                    *out.add(r) = hsum(*acc_r) - dot_f32(a.ws.add(r * groups), a.xc, groups);
+                }
+            }
+        }
+    };
+}
+
+gemv_q4_kernel!(gemv_q4_avx2, "avx2,fma", dot_pair_maddubs);
+gemv_q4_kernel!(gemv_q4_vnni, "avx2,fma,avxvnni", dot_pair_vnni);
