@@ -480,8 +480,7 @@ mod tests {
         c.parallel.ep = 3;
         assert!(c.validate_for(&tiny, "c").unwrap_err().to_string().contains("ep = 3"));
         let mini = ModelConfig::preset("mixtral-mini").unwrap();
-        let mut c = EngineConfig::default();
-        c.kv_pool_mib = 1;
+        let c = EngineConfig { kv_pool_mib: 1, ..EngineConfig::default() };
         let e = c.validate_for(&mini, "c").unwrap_err().to_string();
         assert!(e.contains("kv_pool_mib"), "{e}");
     }
