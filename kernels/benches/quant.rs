@@ -6,7 +6,7 @@
 //! against the machine's bandwidth.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use dyno_kernels::bf16::{Bf16Matrix, Bf16Params};
+use dyno_kernels::dense::{Bf16Matrix, DenseParams};
 use dyno_kernels::quant::{ActivationMode, Int4Matrix, Int8Matrix, QuantParams};
 use rayon::prelude::*;
 use std::hint::black_box;
@@ -73,7 +73,7 @@ fn gemv_group(c: &mut Criterion, n: usize, k: usize, m: usize) {
                 b.iter(|| q4.matmul(black_box(&x), m, &mut y, &p).expect("valid"))
             });
         }
-        let p = Bf16Params { row_tile: 8, threads };
+        let p = DenseParams { row_tile: 8, threads };
         g.throughput(Throughput::Bytes(bf.weight_bytes() as u64));
         g.bench_function(BenchmarkId::new("bf16", threads), |b| {
             b.iter(|| bf.matmul(black_box(&x), m, &mut y, &p).expect("valid"))

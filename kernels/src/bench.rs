@@ -304,9 +304,9 @@ struct GemvVariant {
 }
 
 /// The GEMV variants for an `[n, k]` weight: int8 and int4 (group 32) with f32 and with int8
-/// activations, and bf16. Weights are random; speed does not depend on their values.
+/// activations, bf16 and f32. Weights are random; speed does not depend on their values.
 fn gemv_variants(n: usize, k: usize, threads: usize) -> Result<Vec<GemvVariant>, KernelError> {
-    use crate::bf16::{Bf16Matrix, Bf16Params};
+    use crate::dense::{Bf16Matrix, DenseParams, F32Matrix};
     use crate::quant::{ActivationMode, Int4Matrix, Int8Matrix, QuantParams};
     use std::sync::Arc;
     let w: Vec<f32> = (0..n * k).map(|i| ((i * 2654435761) % 2001) as f32 / 1000.0 - 1.0).collect();
@@ -341,7 +341,7 @@ fn gemv_variants(n: usize, k: usize, threads: usize) -> Result<Vec<GemvVariant>,
         });
     }
     let b = Bf16Matrix::from_f32(&w, n, k)?;
-    let p = Bf16Params { threads, ..Bf16Params::default() };
+    let p = DenseParams { threads, ..DenseParams::default() };
     out.push(GemvVariant {
         kernel: "bf16_gemv",
         name: "ours",
@@ -350,6 +350,16 @@ fn gemv_variants(n: usize, k: usize, threads: usize) -> Result<Vec<GemvVariant>,
         bytes: b.weight_bytes(),
         note: "GB/s of bf16 weights".into(),
         run: Box::new(move |x, y| b.matmul(&x[..k], 1, &mut y[..n], &p)),
+    });
+    let f = F32Matrix::from_f32(&w, n, k)?;
+    out.push(GemvVariant {
+        kernel: "f32_gemv",
+        name: "ours",
+        n,
+        k,
+        bytes: f.weight_bytes(),
+        note: "GB/s of f32 weights".into(),
+        run: Box::new(move |x, y| f.matmul(&x[..k], 1, &mut y[..n], &p)),
     });
     Ok(out)
 }

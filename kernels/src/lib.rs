@@ -16,7 +16,7 @@ pub mod attention;
 #[cfg(feature = "baselines")]
 pub mod baselines;
 pub mod bench;
-pub mod bf16;
+pub mod dense;
 pub mod error;
 pub mod gemm;
 pub mod isa;

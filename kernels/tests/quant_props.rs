@@ -4,7 +4,7 @@
 //! Run once per ISA path: `cargo test -p dyno-kernels --test quant_props` and again with
 //! `DYNO_MAX_ISA=scalar`.
 
-use dyno_kernels::bf16::{Bf16Matrix, Bf16Params};
+use dyno_kernels::dense::{Bf16Matrix, DenseParams, F32Matrix};
 use dyno_kernels::quant::{ActivationMode, Int4Matrix, Int8Matrix, QuantParams};
 use proptest::prelude::*;
 
@@ -206,8 +206,25 @@ proptest! {
         let absd = abs_dot(&b.to_f32(), &x, m, n, k);
         for threads in [1, 2] {
             let mut y = vec![f32::NAN; m * n];
-            b.matmul(&x, m, &mut y, &Bf16Params { row_tile, threads }).unwrap();
+            b.matmul(&x, m, &mut y, &DenseParams { row_tile, threads }).unwrap();
             check_close(&y, &want, &absd, None, &format!("bf16 m={m} n={n} k={k} threads={threads}"))?;
+        }
+    }
+
+    /// f32 weights: the same streaming kernel, only accumulation order differs.
+    #[test]
+    fn f32_dense_matches_reference(m in 1usize..=9, n in 1usize..=41, k in 1usize..=600, row_tile in 1usize..=9, seed in any::<u64>()) {
+        let w = data(seed, n * k, 1.0);
+        let x = data(seed ^ 0x99, m * k, 2.0);
+        let f = F32Matrix::from_f32(&w, n, k).unwrap();
+        assert_eq!(f.to_f32(), w);
+        let mut want = vec![0.0; m * n];
+        f.matmul_reference(&x, m, &mut want).unwrap();
+        let absd = abs_dot(&w, &x, m, n, k);
+        for threads in [1, 2] {
+            let mut y = vec![f32::NAN; m * n];
+            f.matmul(&x, m, &mut y, &DenseParams { row_tile, threads }).unwrap();
+            check_close(&y, &want, &absd, None, &format!("f32 m={m} n={n} k={k} threads={threads}"))?;
         }
     }
 
@@ -313,9 +330,9 @@ fn errors_name_the_bad_field_or_shape() {
     assert!(e.contains("`row_tile` = 0"), "{e}");
 
     let b = Bf16Matrix::from_f32(&w, 4, 96).unwrap();
-    let e = b.matmul(&[0.0; 96], 1, &mut y[..3], &Bf16Params::default()).unwrap_err().to_string();
+    let e = b.matmul(&[0.0; 96], 1, &mut y[..3], &DenseParams::default()).unwrap_err().to_string();
     assert!(e.contains("y has 3"), "{e}");
-    let e = Bf16Params { threads: 0, row_tile: 1 }.validate().unwrap_err().to_string();
+    let e = DenseParams { threads: 0, row_tile: 1 }.validate().unwrap_err().to_string();
     assert!(e.contains("`threads` = 0"), "{e}");
     assert!(Bf16Matrix::from_f32(&w, 5, 96).is_err());
 }
@@ -331,9 +348,9 @@ fn params_serde() {
     assert!(serde_yaml::from_str::<QuantParams>("activations: f16\n").is_err());
     let a: ActivationMode = serde_yaml::from_str("auto").unwrap();
     assert_eq!(a, ActivationMode::Auto);
-    let b: Bf16Params = serde_yaml::from_str("row_tile: 2\nthreads: 1\n").unwrap();
-    assert_eq!(b, Bf16Params { row_tile: 2, threads: 1 });
-    assert!(serde_yaml::from_str::<Bf16Params>("row_tile: 2\nextra: 1\n").is_err());
+    let b: DenseParams = serde_yaml::from_str("row_tile: 2\nthreads: 1\n").unwrap();
+    assert_eq!(b, DenseParams { row_tile: 2, threads: 1 });
+    assert!(serde_yaml::from_str::<DenseParams>("row_tile: 2\nextra: 1\n").is_err());
 }
 
 /// Batching must not change results beyond rounding: every row of an m = 7 product matches

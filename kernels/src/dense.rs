@@ -1,8 +1,10 @@
-//! bf16 weights with f32 accumulation.
+//! Dense (unquantized) weights streamed row by row: bf16 or f32, f32 accumulation.
 //!
-//! [`Bf16Matrix`] stores an `[n, k]` weight as `half::bf16` (round-to-nearest-even from `f32`),
-//! 2 bytes/weight. `y = x · Wᵀ` widens each weight to `f32` with a 16-bit shift (AVX2:
-//! `vpmovzxwd` + `vpslld 16`) and accumulates with FMA. Like the quantized kernels, output
+//! [`DenseMatrix`] stores an `[n, k]` weight as [`Bf16Matrix`] (`half::bf16`, round to nearest
+//! even from `f32`, 2 bytes/weight) or [`F32Matrix`] (4 bytes/weight). `y = x · Wᵀ` widens
+//! bf16 weights to `f32` with a 16-bit shift (AVX2: `vpmovzxwd` + `vpslld 16`) and accumulates
+//! with FMA. This is the decode-side path for dense weights: few activation rows, every weight
+//! read once per call; many rows (prefill) are better served by the blocked f32 GEMM. Like the quantized kernels, output
 //! features are split across `threads`, and for every tile of `row_tile` activation rows each
 //! weight row is streamed once and used against the whole tile; `m == 1` is the decode GEMV.
 
@@ -11,26 +13,27 @@ use crate::isa::Isa;
 use crate::quant::{check_operands, for_each_output_chunk};
 use half::bf16;
 use serde::{Deserialize, Serialize};
+use std::fmt::Debug;
 
-const KERNEL: &str = "bf16";
+const KERNEL: &str = "dense";
 
-/// Tunable parameters of the bf16 matmul.
+/// Tunable parameters of the dense (bf16 or f32) weight-streaming matmul.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct Bf16Params {
+pub struct DenseParams {
     /// Activation rows that share one pass over the weights (batching); at least 1.
     pub row_tile: usize,
     /// Worker threads; at least 1.
     pub threads: usize,
 }
 
-impl Default for Bf16Params {
+impl Default for DenseParams {
     fn default() -> Self {
         Self { row_tile: 8, threads: crate::threads::available() }
     }
 }
 
-impl Bf16Params {
+impl DenseParams {
     /// Checks every field; the error names the field, the value and the reason.
     pub fn validate(&self) -> Result<(), ParamError> {
         if self.row_tile == 0 || self.row_tile > crate::quant::MAX_ROW_TILE {
@@ -48,28 +51,69 @@ impl Bf16Params {
     }
 }
 
-/// An `[n, k]` row-major weight stored as bf16.
+/// An element type a [`DenseMatrix`] can store.
+pub trait DenseElem: Copy + Debug + PartialEq + Send + Sync + 'static {
+    /// Rounds an `f32` to this type.
+    fn from_f32(v: f32) -> Self;
+    /// Widens to `f32` (exact for both types here).
+    fn to_f32(self) -> f32;
+    /// Eight values at `p` as `f32` lanes.
+    ///
+    /// # Safety
+    /// AVX2 must be available and 8 values readable at `p`.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+}
+
+impl DenseElem for bf16 {
+    fn from_f32(v: f32) -> Self {
+        bf16::from_f32(v)
+    }
+    fn to_f32(self) -> f32 {
+        bf16::to_f32(self)
+    }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        // SAFETY: forwarded contract; bf16 is a `u16`.
+        unsafe { avx2::load8_bf16(p.cast()) }
+    }
+}
+
+impl DenseElem for f32 {
+    fn from_f32(v: f32) -> Self {
+        v
+    }
+    fn to_f32(self) -> f32 {
+        self
+    }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        // SAFETY: forwarded contract.
+        unsafe { avx2::load8_f32(p) }
+    }
+}
+
+/// An `[n, k]` row-major weight stored as `T`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Bf16Matrix {
-    data: Vec<bf16>,
+pub struct DenseMatrix<T> {
+    data: Vec<T>,
     rows: usize,
     cols: usize,
 }
 
-impl Bf16Matrix {
-    /// Converts a row-major `rows × cols` `f32` weight (round to nearest even).
+/// bf16 weights: 2 bytes each.
+pub type Bf16Matrix = DenseMatrix<bf16>;
+/// f32 weights: 4 bytes each.
+pub type F32Matrix = DenseMatrix<f32>;
+
+impl<T: DenseElem> DenseMatrix<T> {
+    /// Converts a row-major `rows × cols` `f32` weight (bf16: round to nearest even).
     pub fn from_f32(w: &[f32], rows: usize, cols: usize) -> Result<Self, KernelError> {
-        if rows.checked_mul(cols) != Some(w.len()) {
-            return Err(KernelError::shape(
-                KERNEL,
-                format!("w has {} elements but rows × cols = {rows} × {cols}", w.len()),
-            ));
-        }
-        Ok(Self { data: w.iter().map(|&v| bf16::from_f32(v)).collect(), rows, cols })
+        Self::from_vec(w.iter().map(|&v| T::from_f32(v)).collect(), rows, cols)
     }
 
-    /// Wraps stored bf16 values (for loaders), `[rows, cols]` row-major.
-    pub fn from_bf16(data: Vec<bf16>, rows: usize, cols: usize) -> Result<Self, KernelError> {
+    /// Wraps stored values (for loaders), `[rows, cols]` row-major.
+    pub fn from_vec(data: Vec<T>, rows: usize, cols: usize) -> Result<Self, KernelError> {
         if rows.checked_mul(cols) != Some(data.len()) {
             return Err(KernelError::shape(
                 KERNEL,
@@ -80,7 +124,7 @@ impl Bf16Matrix {
     }
 
     /// The stored values, `[rows, cols]` row-major.
-    pub fn as_bf16(&self) -> &[bf16] {
+    pub fn as_slice(&self) -> &[T] {
         &self.data
     }
 
@@ -101,7 +145,7 @@ impl Bf16Matrix {
 
     /// Bytes streamed by one full pass over the weight.
     pub fn weight_bytes(&self) -> usize {
-        self.data.len() * std::mem::size_of::<bf16>()
+        std::mem::size_of_val(self.data.as_slice())
     }
 
     /// `y = x · Wᵀ` with `x` `[m, k]` and `y` `[m, n]`; `m == 1` is the decode GEMV.
@@ -110,7 +154,7 @@ impl Bf16Matrix {
         x: &[f32],
         m: usize,
         y: &mut [f32],
-        params: &Bf16Params,
+        params: &DenseParams,
     ) -> Result<(), KernelError> {
         params.validate()?;
         let (n, k) = (self.rows, self.cols);
@@ -133,7 +177,7 @@ impl Bf16Matrix {
         Ok(())
     }
 
-    /// The oracle: the bf16 weights widened to `f32` · `x`, f64 accumulation.
+    /// The oracle: the weights widened to `f32` · `x`, f64 accumulation.
     pub fn matmul_reference(&self, x: &[f32], m: usize, y: &mut [f32]) -> Result<(), KernelError> {
         let (n, k) = (self.rows, self.cols);
         check_operands(KERNEL, x, m, y, n, k)?;
@@ -141,8 +185,11 @@ impl Bf16Matrix {
             let xr = &x[r * k..(r + 1) * k];
             for j in 0..n {
                 let w = &self.data[j * k..(j + 1) * k];
-                let acc: f64 =
-                    w.iter().zip(xr).map(|(a, &b)| f64::from(a.to_f32()) * f64::from(b)).sum();
+                let acc: f64 = w
+                    .iter()
+                    .zip(xr)
+                    .map(|(a, &b)| f64::from(DenseElem::to_f32(*a)) * f64::from(b))
+                    .sum();
                 y[r * n + j] = acc as f32;
             }
         }
@@ -154,20 +201,20 @@ impl Bf16Matrix {
 const MAX_M: usize = 4;
 
 /// `dst[i] = dot(w, x row i)`; `x` holds `dst.len()` rows of `k`.
-fn row(w: &[bf16], x: &[f32], k: usize, simd: bool, dst: &mut [f32]) {
+fn row<T: DenseElem>(w: &[T], x: &[f32], k: usize, simd: bool, dst: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if simd {
         for (sub, d) in dst.chunks_mut(MAX_M).enumerate() {
             let xs = &x[sub * MAX_M * k..(sub * MAX_M + d.len()) * k];
-            let (wp, xp, out) = (w.as_ptr().cast::<u16>(), xs.as_ptr(), d.as_mut_ptr());
+            let (wp, xp, out) = (w.as_ptr(), xs.as_ptr(), d.as_mut_ptr());
             // SAFETY: `simd` means AVX2+FMA were detected; `w` has `k` values, `xs` covers
-            // `d.len()` rows of `k` floats and `d` has `d.len()` slots; bf16 is a `u16`.
+            // `d.len()` rows of `k` floats and `d` has `d.len()` slots.
             unsafe {
                 match d.len() {
-                    1 => avx2::kernel::<1>(wp, xp, k, out),
-                    2 => avx2::kernel::<2>(wp, xp, k, out),
-                    3 => avx2::kernel::<3>(wp, xp, k, out),
-                    _ => avx2::kernel::<4>(wp, xp, k, out),
+                    1 => avx2::kernel::<T, 1>(wp, xp, k, out),
+                    2 => avx2::kernel::<T, 2>(wp, xp, k, out),
+                    3 => avx2::kernel::<T, 3>(wp, xp, k, out),
+                    _ => avx2::kernel::<T, 4>(wp, xp, k, out),
                 }
             }
         }
@@ -184,23 +231,33 @@ fn row(w: &[bf16], x: &[f32], k: usize, simd: bool, dst: &mut [f32]) {
 mod avx2 {
     use std::arch::x86_64::*;
 
+    use super::DenseElem;
+
     /// Eight bf16 at `p` widened to f32: zero-extend to 32 bits, shift into the high half.
     #[target_feature(enable = "avx2")]
     #[inline]
-    unsafe fn load8(p: *const u16) -> __m256 {
+    pub(super) unsafe fn load8_bf16(p: *const u16) -> __m256 {
         // SAFETY: the caller guarantees 8 readable values at `p`.
         let v = unsafe { _mm_loadu_si128(p.cast()) };
         _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16))
     }
 
-    /// One bf16 weight row against `M` activation rows, 16 weights per step into two
+    /// Eight f32 at `p`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(super) unsafe fn load8_f32(p: *const f32) -> __m256 {
+        // SAFETY: the caller guarantees 8 readable values at `p`.
+        unsafe { _mm256_loadu_ps(p) }
+    }
+
+    /// One weight row against `M` activation rows, 16 weights per step into two
     /// accumulators per row, scalar tail.
     ///
     /// # Safety
     /// AVX2+FMA; `w` has `k` values, `x` `M` rows of `k` floats, `out` `M` slots.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn kernel<const M: usize>(
-        w: *const u16,
+    pub(super) unsafe fn kernel<T: DenseElem, const M: usize>(
+        w: *const T,
         x: *const f32,
         k: usize,
         out: *mut f32,
@@ -211,8 +268,8 @@ mod avx2 {
         unsafe {
             let mut i = 0;
             while i + 16 <= k {
-                let w0 = load8(w.add(i));
-                let w1 = load8(w.add(i + 8));
+                let w0 = T::load8(w.add(i));
+                let w1 = T::load8(w.add(i + 8));
                 for r in 0..M {
                     let xr = x.add(r * k + i);
                     acc0[r] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xr), acc0[r]);
@@ -227,7 +284,7 @@ mod avx2 {
                 let h = _mm_add_ss(h, _mm_movehdup_ps(h));
                 let mut total = _mm_cvtss_f32(h);
                 for t in i..k {
-                    total += f32::from_bits(u32::from(*w.add(t)) << 16) * *x.add(r * k + t);
+                    total += (*w.add(t)).to_f32() * *x.add(r * k + t);
                 }
                 *out.add(r) = total;
             }
