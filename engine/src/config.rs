@@ -458,8 +458,8 @@ mod tests {
                 "max_queue_delay_ms",
             ),
             (
-                "kernels: { gemm_per_op: { qkvv: { mc: 96, kc: 256, nc: 4080, micro_kernel: scalar_4x4, threads: 1 } } }\n",
-                "qkvv",
+                "kernels: { gemm_per_op: { qkvx: { mc: 96, kc: 256, nc: 4080, micro_kernel: scalar_4x4, threads: 1 } } }\n",
+                "qkvx",
             ),
             ("treads: 2\n", "treads"),
             ("kernels: { attention: { br: 0, bc: 64, threads: 1 } }\n", "br"),

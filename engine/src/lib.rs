@@ -5,6 +5,9 @@
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod kv;
+pub mod linear;
+pub mod model;
 pub mod model_config;
 pub mod tokenizer;
 pub mod weights;

@@ -8,8 +8,10 @@
 
 use crate::error::EngineError;
 
-/// Names of the linear ops, as `kernels.gemm_per_op` keys them.
-pub const OP_NAMES: [&str; 6] = ["q_proj", "k_proj", "v_proj", "o_proj", "expert_up", "lm_head"];
+/// Names of the linear ops, as `kernels.gemm_per_op` keys them: the fused q/k/v projection,
+/// the attention output, each expert's fused gate+up (`w1`, `w3`) and its down (`w2`)
+/// projection, and the output head.
+pub const OP_NAMES: [&str; 5] = ["qkv_proj", "o_proj", "expert_up", "expert_down", "lm_head"];
 
 /// Tensors by Hugging Face name.
 pub trait TensorSource: Sync {

@@ -1,0 +1,408 @@
+//! The Mixtral-style decoder, one forward pass over a batch of sequence chunks.
+//!
+//! ```text
+//! x = embed(tokens)
+//! for each layer:
+//!     h = rms_norm(x)                      # pre-attention norm
+//!     q, k, v = h · W_qkvᵀ                 # one fused projection
+//!     q, k = rope(q), rope(k)              # rotary positions
+//!     cache[k, v] at the chunk's positions # paged KV cache
+//!     x += attention(q, cache) · W_oᵀ      # causal, grouped-query
+//!     h = rms_norm(x)                      # pre-FFN norm
+//!     for the top_k experts e of each token (router softmax over their logits):
+//!         x += p_e · W_down,e(silu(h · W_gate,eᵀ) ⊙ (h · W_up,eᵀ))
+//! logits = rms_norm(x_last) · W_headᵀ      # only where a token is sampled
+//! ```
+//!
+//! A batch mixes prefill chunks (many tokens of one sequence) and decodes (one token each);
+//! every token goes through the linear layers together, attention goes per sequence. The
+//! order in which each token's values are summed does not depend on what else is in the
+//! batch, so a request's tokens are the same alone or batched.
+
+use crate::config::EngineConfig;
+use crate::error::EngineError;
+use crate::kv::KvCache;
+use crate::linear::{Linear, LinearParams};
+use crate::model_config::{ModelConfig, WeightFormat};
+use crate::weights::{TensorSource, names};
+use dyno_kernels::attention::{AttentionParams, SeqKv, decode, prefill};
+use dyno_kernels::dense::{DenseParams, F32Matrix};
+use dyno_kernels::ops::{RopeTable, rms_norm, silu_mul, top_k};
+use dyno_kernels::quant::QuantParams;
+use rayon::prelude::*;
+
+/// One expert's SwiGLU: `up` fuses `w1` (gate) and `w3` (up) into `[2·width, hidden]` so a
+/// token's input is read once; `down` is `w2`, `[hidden, width]`.
+#[derive(Debug, Clone)]
+struct Expert {
+    up: Linear,
+    down: Linear,
+}
+
+/// One decoder layer.
+#[derive(Debug, Clone)]
+struct Layer {
+    attn_norm: Vec<f32>,
+    /// `[q_dim + 2·kv_dim, hidden]`: q, k, v projections stacked.
+    qkv: Linear,
+    /// `[hidden, q_dim]`.
+    o: Linear,
+    ffn_norm: Vec<f32>,
+    /// `[experts, hidden]`, kept in f32 (tiny, and routing is sensitive to it).
+    router: F32Matrix,
+    experts: Vec<Expert>,
+}
+
+/// The loaded model: weights at the configured format, RoPE table, kernel parameters.
+#[derive(Debug, Clone)]
+pub struct Model {
+    cfg: ModelConfig,
+    format: WeightFormat,
+    /// `[vocab, hidden]`, f32.
+    embed: Vec<f32>,
+    layers: Vec<Layer>,
+    final_norm: Vec<f32>,
+    lm_head: Linear,
+    rope: RopeTable,
+    attention: AttentionParams,
+    dense: DenseParams,
+}
+
+/// Tokens `start..start + tokens.len()` of one sequence, computed in a forward pass.
+#[derive(Debug, Clone, Copy)]
+pub struct SeqChunk<'a> {
+    /// The token ids at those positions.
+    pub tokens: &'a [u32],
+    /// Position of the first one.
+    pub start: usize,
+    /// The sequence's KV blocks, covering at least `start + tokens.len()` positions.
+    pub block_table: &'a [u32],
+    /// Whether to return logits for the chunk's last position.
+    pub logits: bool,
+}
+
+impl Model {
+    /// Loads every tensor of `cfg` from `source` and stores linear weights at the format of
+    /// `engine`; kernel parameters come from `engine` too.
+    pub fn load(
+        cfg: &ModelConfig,
+        source: &dyn TensorSource,
+        engine: &EngineConfig,
+    ) -> Result<Self, EngineError> {
+        let format = engine.weight_format();
+        let threads = engine.threads;
+        let dense = DenseParams { row_tile: engine.kernels.quant_row_tile, threads };
+        let quant = QuantParams {
+            row_tile: engine.kernels.quant_row_tile,
+            threads,
+            activations: engine.kernels.activations,
+        };
+        let params = |op: &str| LinearParams { gemm: engine.gemm_params(op), dense, quant };
+        let (h, w) = (cfg.hidden, cfg.expert_width);
+        let linear = |names: &[String], rows: usize, cols: usize, op: &str| {
+            let mut data = Vec::with_capacity(rows * cols * names.len());
+            for n in names {
+                data.extend(source.tensor(n, &[rows, cols])?);
+            }
+            Ok::<_, EngineError>(Linear::new(&data, rows * names.len(), cols, format, params(op))?)
+        };
+        let layers = (0..cfg.layers)
+            .map(|i| {
+                let qkv = {
+                    let mut data = source.tensor(&names::attn(i, "q_proj"), &[cfg.q_dim(), h])?;
+                    data.extend(source.tensor(&names::attn(i, "k_proj"), &[cfg.kv_dim(), h])?);
+                    data.extend(source.tensor(&names::attn(i, "v_proj"), &[cfg.kv_dim(), h])?);
+                    Linear::new(
+                        &data,
+                        cfg.q_dim() + 2 * cfg.kv_dim(),
+                        h,
+                        format,
+                        params("qkv_proj"),
+                    )?
+                };
+                let experts = (0..cfg.experts)
+                    .into_par_iter()
+                    .map(|e| {
+                        Ok(Expert {
+                            up: linear(
+                                &[names::expert(i, e, "w1"), names::expert(i, e, "w3")],
+                                w,
+                                h,
+                                "expert_up",
+                            )?,
+                            down: linear(&[names::expert(i, e, "w2")], h, w, "expert_down")?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, EngineError>>()?;
+                Ok(Layer {
+                    attn_norm: source.tensor(&names::input_norm(i), &[h])?,
+                    qkv,
+                    o: linear(&[names::attn(i, "o_proj")], h, cfg.q_dim(), "o_proj")?,
+                    ffn_norm: source.tensor(&names::post_attention_norm(i), &[h])?,
+                    router: F32Matrix::from_vec(
+                        source.tensor(&names::router(i), &[cfg.experts, h])?,
+                        cfg.experts,
+                        h,
+                    )?,
+                    experts,
+                })
+            })
+            .collect::<Result<Vec<_>, EngineError>>()?;
+        let mut attention = engine.kernels.attention;
+        attention.threads = threads;
+        Ok(Self {
+            cfg: cfg.clone(),
+            format,
+            embed: source.tensor(names::EMBED, &[cfg.vocab, h])?,
+            layers,
+            final_norm: source.tensor(names::FINAL_NORM, &[h])?,
+            lm_head: linear(&[names::LM_HEAD.to_string()], cfg.vocab, h, "lm_head")?,
+            rope: RopeTable::new(cfg.head_dim, cfg.rope_theta, cfg.max_context)?,
+            attention,
+            dense,
+        })
+    }
+
+    /// The model's shape.
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// The format linear weights are stored at.
+    pub fn format(&self) -> WeightFormat {
+        self.format
+    }
+
+    /// Bytes of weights held (linear layers at their format, the rest f32).
+    pub fn weight_bytes(&self) -> usize {
+        let linear: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                l.qkv.weight_bytes()
+                    + l.o.weight_bytes()
+                    + l.experts
+                        .iter()
+                        .map(|e| e.up.weight_bytes() + e.down.weight_bytes())
+                        .sum::<usize>()
+                    + l.router.weight_bytes()
+                    + 4 * (l.attn_norm.len() + l.ffn_norm.len())
+            })
+            .sum();
+        linear + self.lm_head.weight_bytes() + 4 * (self.embed.len() + self.final_norm.len())
+    }
+
+    /// An empty KV cache for this model with `num_blocks` blocks of `block_size` tokens.
+    pub fn new_kv_cache(&self, block_size: usize, num_blocks: usize) -> KvCache {
+        KvCache::new(self.cfg.layers, self.cfg.kv_heads, self.cfg.head_dim, block_size, num_blocks)
+    }
+
+    /// Runs `chunks` through the model, writing their K/V into `kv`; returns the logits of
+    /// every chunk with `logits` set, `[count, vocab]`, in chunk order.
+    pub fn forward(&self, chunks: &[SeqChunk], kv: &mut KvCache) -> Result<Vec<f32>, EngineError> {
+        let cfg = &self.cfg;
+        let hidden = cfg.hidden;
+        let tokens: Vec<u32> = chunks.iter().flat_map(|c| c.tokens.iter().copied()).collect();
+        let positions: Vec<usize> =
+            chunks.iter().flat_map(|c| c.start..c.start + c.tokens.len()).collect();
+        let t = tokens.len();
+        if let Some(&bad) = tokens.iter().find(|&&id| id as usize >= cfg.vocab) {
+            return Err(EngineError::Config(crate::ConfigError::new(
+                "request",
+                "prompt",
+                format!("token id {bad} is outside the vocabulary of {} ({})", cfg.name, cfg.vocab),
+            )));
+        }
+        // Row i of the batch belongs to chunk `offsets[c]..offsets[c + 1]`.
+        let offsets: Vec<usize> = std::iter::once(0)
+            .chain(chunks.iter().scan(0, |o, c| {
+                *o += c.tokens.len();
+                Some(*o)
+            }))
+            .collect();
+
+        let mut x = Vec::with_capacity(t * hidden);
+        for &id in &tokens {
+            x.extend_from_slice(&self.embed[id as usize * hidden..(id as usize + 1) * hidden]);
+        }
+        let mut h = vec![0.0; t * hidden];
+        for (l, layer) in self.layers.iter().enumerate() {
+            rms_norm(&x, &layer.attn_norm, cfg.norm_eps, &mut h)?;
+            let attn = self.attention_block(l, layer, &h, &positions, chunks, &offsets, kv)?;
+            let mut o = vec![0.0; t * hidden];
+            layer.o.forward(&attn, t, &mut o)?;
+            add_in_place(&mut x, &o);
+
+            rms_norm(&x, &layer.ffn_norm, cfg.norm_eps, &mut h)?;
+            let moe = self.moe_block(layer, &h, t)?;
+            add_in_place(&mut x, &moe);
+        }
+
+        let last_rows: Vec<usize> = chunks
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.logits)
+            .map(|(i, _)| offsets[i + 1] - 1)
+            .collect();
+        let mut last = Vec::with_capacity(last_rows.len() * hidden);
+        for &r in &last_rows {
+            last.extend_from_slice(&x[r * hidden..(r + 1) * hidden]);
+        }
+        let mut normed = vec![0.0; last.len()];
+        rms_norm(&last, &self.final_norm, cfg.norm_eps, &mut normed)?;
+        let mut logits = vec![0.0; last_rows.len() * cfg.vocab];
+        self.lm_head.forward(&normed, last_rows.len(), &mut logits)?;
+        Ok(logits)
+    }
+
+    /// Attention of layer `l` for every chunk: returns `[t, q_dim]` (heads concatenated).
+    #[allow(clippy::too_many_arguments)]
+    fn attention_block(
+        &self,
+        l: usize,
+        layer: &Layer,
+        h: &[f32],
+        positions: &[usize],
+        chunks: &[SeqChunk],
+        offsets: &[usize],
+        kv: &mut KvCache,
+    ) -> Result<Vec<f32>, EngineError> {
+        let cfg = &self.cfg;
+        let (t, hd, g) = (positions.len(), cfg.head_dim, cfg.group());
+        let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
+        let mut qkv = vec![0.0; t * (qd + 2 * kvd)];
+        layer.qkv.forward(h, t, &mut qkv)?;
+        let (mut q, mut k, mut v) =
+            (Vec::with_capacity(t * qd), Vec::with_capacity(t * kvd), Vec::with_capacity(t * kvd));
+        for row in qkv.chunks_exact(qd + 2 * kvd) {
+            q.extend_from_slice(&row[..qd]);
+            k.extend_from_slice(&row[qd..qd + kvd]);
+            v.extend_from_slice(&row[qd + kvd..]);
+        }
+        self.rope.apply(&mut q, positions, cfg.heads)?;
+        self.rope.apply(&mut k, positions, cfg.kv_heads)?;
+
+        // Store this step's K/V, one head's rows at a time.
+        let (mut kh, mut vh) = (Vec::new(), Vec::new());
+        for (c, chunk) in chunks.iter().enumerate() {
+            for head in 0..cfg.kv_heads {
+                kh.clear();
+                vh.clear();
+                for r in offsets[c]..offsets[c + 1] {
+                    kh.extend_from_slice(&k[r * kvd + head * hd..r * kvd + (head + 1) * hd]);
+                    vh.extend_from_slice(&v[r * kvd + head * hd..r * kvd + (head + 1) * hd]);
+                }
+                kv.write(l, head, chunk.block_table, chunk.start, &kh, &vh)?;
+            }
+        }
+
+        // Queries of KV head `head` for rows `r`: the `g` query heads sharing it.
+        let group_of =
+            |r: usize, head: usize| &q[r * qd + head * g * hd..r * qd + (head + 1) * g * hd];
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut out = vec![0.0; t * qd];
+        let decodes: Vec<usize> =
+            (0..chunks.len()).filter(|&c| chunks[c].tokens.len() == 1).collect();
+        let seqs: Vec<SeqKv> = decodes
+            .iter()
+            .map(|&c| SeqKv {
+                block_table: chunks[c].block_table,
+                context_len: chunks[c].start + 1,
+            })
+            .collect();
+        let mut qbuf = Vec::new();
+        let mut obuf = Vec::new();
+        for head in 0..cfg.kv_heads {
+            let pool = kv.pool(l, head);
+            if !decodes.is_empty() {
+                qbuf.clear();
+                for &c in &decodes {
+                    qbuf.extend_from_slice(group_of(offsets[c], head));
+                }
+                obuf.resize(qbuf.len(), 0.0);
+                decode(&qbuf, &seqs, &pool, g, scale, &mut obuf, &self.attention)?;
+                for (i, &c) in decodes.iter().enumerate() {
+                    let r = offsets[c];
+                    out[r * qd + head * g * hd..r * qd + (head + 1) * g * hd]
+                        .copy_from_slice(&obuf[i * g * hd..(i + 1) * g * hd]);
+                }
+            }
+            for (c, chunk) in chunks.iter().enumerate().filter(|(_, c)| c.tokens.len() > 1) {
+                qbuf.clear();
+                for r in offsets[c]..offsets[c + 1] {
+                    qbuf.extend_from_slice(group_of(r, head));
+                }
+                obuf.resize(qbuf.len(), 0.0);
+                let seq = SeqKv {
+                    block_table: chunk.block_table,
+                    context_len: chunk.start + chunk.tokens.len(),
+                };
+                prefill(&qbuf, chunk.start, &seq, &pool, g, scale, &mut obuf, &self.attention)?;
+                for (i, r) in (offsets[c]..offsets[c + 1]).enumerate() {
+                    out[r * qd + head * g * hd..r * qd + (head + 1) * g * hd]
+                        .copy_from_slice(&obuf[i * g * hd..(i + 1) * g * hd]);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The mixture of experts on normalized `h` (`[t, hidden]`): returns what to add to x.
+    fn moe_block(&self, layer: &Layer, h: &[f32], t: usize) -> Result<Vec<f32>, EngineError> {
+        let cfg = &self.cfg;
+        let (hidden, width, e_count) = (cfg.hidden, cfg.expert_width, cfg.experts);
+        let mut router_logits = vec![0.0; t * e_count];
+        layer.router.matmul(h, t, &mut router_logits, &self.dense)?;
+
+        // (token, weight) per expert, tokens ascending.
+        let mut routed: Vec<Vec<(usize, f32)>> = vec![Vec::new(); e_count];
+        for (tok, logits) in router_logits.chunks_exact(e_count).enumerate() {
+            let chosen = top_k(logits, cfg.top_k);
+            let max = chosen.first().map_or(0.0, |c| c.1);
+            let exps: Vec<f32> = chosen.iter().map(|c| (c.1 - max).exp()).collect();
+            let sum: f32 = exps.iter().sum();
+            for ((e, _), p) in chosen.iter().zip(exps) {
+                routed[*e].push((tok, p / sum));
+            }
+        }
+
+        let mut out = vec![0.0; t * hidden];
+        let (mut xe, mut up, mut act, mut down) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (expert, toks) in layer.experts.iter().zip(&routed) {
+            if toks.is_empty() {
+                continue;
+            }
+            let n = toks.len();
+            xe.clear();
+            for &(tok, _) in toks {
+                xe.extend_from_slice(&h[tok * hidden..(tok + 1) * hidden]);
+            }
+            up.resize(n * 2 * width, 0.0);
+            expert.up.forward(&xe, n, &mut up)?;
+            act.resize(n * width, 0.0);
+            for (u, a) in up.chunks_exact(2 * width).zip(act.chunks_exact_mut(width)) {
+                silu_mul(&u[..width], &u[width..], a)?;
+            }
+            down.resize(n * hidden, 0.0);
+            expert.down.forward(&act, n, &mut down)?;
+            // Experts in index order: each token's sum is ordered the same in any batch.
+            for (&(tok, p), d) in toks.iter().zip(down.chunks_exact(hidden)) {
+                for (o, &v) in out[tok * hidden..(tok + 1) * hidden].iter_mut().zip(d) {
+                    *o += p * v;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `x += y`.
+fn add_in_place(x: &mut [f32], y: &[f32]) {
+    for (a, &b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+#[cfg(test)]
+#[path = "model_tests.rs"]
+mod tests;
