@@ -3,6 +3,7 @@
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
+use crate::engine_cmd::{self, EngineArgs, ModelArgs};
 use crate::kernels_cmd::{self, KernelsArgs};
 
 /// dyno: a dynamometer for LLM inference.
@@ -21,6 +22,10 @@ pub enum Command {
     Tune(TuneArgs),
     /// Benchmark and tune compute kernels on this machine (`bench`, `tune`).
     Kernels(KernelsArgs),
+    /// Describe a model: parameters and memory per quantization level (`info`).
+    Model(ModelArgs),
+    /// Measure the reference engine (`bench`).
+    Engine(EngineArgs),
 }
 
 /// Arguments of `dyno tune` (and of the `tune` binary).
@@ -39,6 +44,8 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Tune(args) => run_tune(args),
         Command::Kernels(args) => kernels_cmd::run(args),
+        Command::Model(args) => engine_cmd::run_model(args),
+        Command::Engine(args) => engine_cmd::run_engine(args),
     }
 }
 

@@ -2,4 +2,5 @@
 //! that a library crate could own.
 
 pub mod cli;
+pub mod engine_cmd;
 pub mod kernels_cmd;

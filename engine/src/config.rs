@@ -6,6 +6,7 @@
 //! kv_dtype: f32
 //! kv_block_size: 16        # tokens per KV block
 //! kv_pool_mib: 256         # KV cache size; blocks = pool / bytes per block
+//! kv_pool_blocks: null     # or an exact block count, overriding kv_pool_mib
 //! threads: 2
 //! max_waiting: 256         # waiting-queue limit; beyond it requests get 429
 //! seed: 0                  # random weights (when no checkpoint is given)
@@ -185,6 +186,8 @@ pub struct EngineConfig {
     pub kv_block_size: usize,
     /// KV cache size in MiB, across all layers.
     pub kv_pool_mib: usize,
+    /// KV blocks in the pool, overriding `kv_pool_mib` when set (for exact sizing).
+    pub kv_pool_blocks: Option<usize>,
     /// Worker threads for the kernels (per rank).
     pub threads: usize,
     /// Waiting requests beyond which new ones are refused (HTTP 429).
@@ -208,6 +211,7 @@ impl Default for EngineConfig {
             kv_dtype: KvDtype::F32,
             kv_block_size: 16,
             kv_pool_mib: 256,
+            kv_pool_blocks: None,
             threads,
             max_waiting: 256,
             seed: 0,
@@ -269,6 +273,9 @@ impl EngineConfig {
 
     /// KV blocks in the pool for `model`.
     pub fn kv_blocks(&self, model: &ModelConfig) -> usize {
+        if let Some(blocks) = self.kv_pool_blocks {
+            return blocks;
+        }
         (((self.kv_pool_mib as u64) << 20) / self.kv_block_bytes(model).max(1)) as usize
     }
 
@@ -413,8 +420,12 @@ impl EngineConfig {
             return err(
                 "kv_pool_mib",
                 format!(
-                    "kv_pool_mib = {} holds {blocks} blocks of {} tokens; one {}-token sequence of {} needs {needed}",
-                    self.kv_pool_mib, self.kv_block_size, model.max_context, model.name
+                    "the KV pool holds {blocks} blocks of {} tokens (kv_pool_mib = {}, kv_pool_blocks = {:?}); one {}-token sequence of {} needs {needed}",
+                    self.kv_block_size,
+                    self.kv_pool_mib,
+                    self.kv_pool_blocks,
+                    model.max_context,
+                    model.name
                 ),
             );
         }

@@ -3,12 +3,17 @@
 //! layouts, served over an OpenAI-compatible HTTP API. See ARCHITECTURE.md for the map.
 
 pub mod api;
+pub mod bench;
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod kv;
 pub mod linear;
 pub mod model;
 pub mod model_config;
+pub mod quality;
+pub mod sampler;
+pub mod scheduler;
 pub mod tokenizer;
 pub mod weights;
 

@@ -68,6 +68,19 @@ pub struct Model {
     dense: DenseParams,
 }
 
+/// What a forward pass returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwardOutput {
+    /// `[count, vocab]` logits of the chunks that asked for them, in chunk order.
+    pub logits: Vec<f32>,
+    /// Bytes of weights the pass streamed (each linear weight it used, once; experts only if
+    /// some token was routed to them; the embedding rows looked up).
+    pub weight_bytes: u64,
+    /// Bytes of KV cache attention read (every layer's keys and values of every chunk's
+    /// context).
+    pub kv_bytes: u64,
+}
+
 /// Tokens `start..start + tokens.len()` of one sequence, computed in a forward pass.
 #[derive(Debug, Clone, Copy)]
 pub struct SeqChunk<'a> {
@@ -198,8 +211,12 @@ impl Model {
     }
 
     /// Runs `chunks` through the model, writing their K/V into `kv`; returns the logits of
-    /// every chunk with `logits` set, `[count, vocab]`, in chunk order.
-    pub fn forward(&self, chunks: &[SeqChunk], kv: &mut KvCache) -> Result<Vec<f32>, EngineError> {
+    /// every chunk with `logits` set and what the pass read.
+    pub fn forward(
+        &self,
+        chunks: &[SeqChunk],
+        kv: &mut KvCache,
+    ) -> Result<ForwardOutput, EngineError> {
         let cfg = &self.cfg;
         let hidden = cfg.hidden;
         let tokens: Vec<u32> = chunks.iter().flat_map(|c| c.tokens.iter().copied()).collect();
@@ -225,8 +242,15 @@ impl Model {
         for &id in &tokens {
             x.extend_from_slice(&self.embed[id as usize * hidden..(id as usize + 1) * hidden]);
         }
+        let mut weight_bytes = (t * hidden * 4) as u64;
+        let context: usize = chunks.iter().map(|c| c.start + c.tokens.len()).sum();
+        let kv_bytes = (context * cfg.layers * cfg.kv_dim() * 2 * 4) as u64;
         let mut h = vec![0.0; t * hidden];
         for (l, layer) in self.layers.iter().enumerate() {
+            weight_bytes += (layer.qkv.weight_bytes()
+                + layer.o.weight_bytes()
+                + layer.router.weight_bytes()
+                + 8 * hidden) as u64;
             rms_norm(&x, &layer.attn_norm, cfg.norm_eps, &mut h)?;
             let attn = self.attention_block(l, layer, &h, &positions, chunks, &offsets, kv)?;
             let mut o = vec![0.0; t * hidden];
@@ -234,7 +258,8 @@ impl Model {
             add_in_place(&mut x, &o);
 
             rms_norm(&x, &layer.ffn_norm, cfg.norm_eps, &mut h)?;
-            let moe = self.moe_block(layer, &h, t)?;
+            let (moe, expert_bytes) = self.moe_block(layer, &h, t)?;
+            weight_bytes += expert_bytes;
             add_in_place(&mut x, &moe);
         }
 
@@ -251,8 +276,11 @@ impl Model {
         let mut normed = vec![0.0; last.len()];
         rms_norm(&last, &self.final_norm, cfg.norm_eps, &mut normed)?;
         let mut logits = vec![0.0; last_rows.len() * cfg.vocab];
-        self.lm_head.forward(&normed, last_rows.len(), &mut logits)?;
-        Ok(logits)
+        if !last_rows.is_empty() {
+            self.lm_head.forward(&normed, last_rows.len(), &mut logits)?;
+            weight_bytes += (self.lm_head.weight_bytes() + 4 * hidden) as u64;
+        }
+        Ok(ForwardOutput { logits, weight_bytes, kv_bytes })
     }
 
     /// Attention of layer `l` for every chunk: returns `[t, q_dim]` (heads concatenated).
@@ -347,8 +375,14 @@ impl Model {
         Ok(out)
     }
 
-    /// The mixture of experts on normalized `h` (`[t, hidden]`): returns what to add to x.
-    fn moe_block(&self, layer: &Layer, h: &[f32], t: usize) -> Result<Vec<f32>, EngineError> {
+    /// The mixture of experts on normalized `h` (`[t, hidden]`): returns what to add to x and
+    /// the bytes of expert weights used.
+    fn moe_block(
+        &self,
+        layer: &Layer,
+        h: &[f32],
+        t: usize,
+    ) -> Result<(Vec<f32>, u64), EngineError> {
         let cfg = &self.cfg;
         let (hidden, width, e_count) = (cfg.hidden, cfg.expert_width, cfg.experts);
         let mut router_logits = vec![0.0; t * e_count];
@@ -367,12 +401,14 @@ impl Model {
         }
 
         let mut out = vec![0.0; t * hidden];
+        let mut bytes = 0u64;
         let (mut xe, mut up, mut act, mut down) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (expert, toks) in layer.experts.iter().zip(&routed) {
             if toks.is_empty() {
                 continue;
             }
             let n = toks.len();
+            bytes += (expert.up.weight_bytes() + expert.down.weight_bytes()) as u64;
             xe.clear();
             for &(tok, _) in toks {
                 xe.extend_from_slice(&h[tok * hidden..(tok + 1) * hidden]);
@@ -392,7 +428,7 @@ impl Model {
                 }
             }
         }
-        Ok(out)
+        Ok((out, bytes))
     }
 }
 

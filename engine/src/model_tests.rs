@@ -121,7 +121,7 @@ fn prefill_matches_the_reference_forward() {
         let mut kv = model.new_kv_cache(16, 8);
         let tbl = table(len, 16);
         let chunk = SeqChunk { tokens: &tokens, start: 0, block_table: &tbl, logits: true };
-        let got = model.forward(&[chunk], &mut kv).unwrap();
+        let got = model.forward(&[chunk], &mut kv).unwrap().logits;
         let want = reference_logits(&model, &tokens);
         assert!(max_rel_err(&got, &want) <= 1e-4, "len {len}: {}", max_rel_err(&got, &want));
     }
@@ -139,24 +139,24 @@ fn incremental_decode_matches_full_recompute() {
     let mut kv = model.new_kv_cache(bs, 13);
     let first = 9;
     let c = SeqChunk { tokens: &tokens[..first], start: 0, block_table: &tbl, logits: true };
-    let mut got = model.forward(&[c], &mut kv).unwrap();
+    let mut got = model.forward(&[c], &mut kv).unwrap().logits;
     for pos in first..tokens.len() {
         let want = {
             let mut fresh = model.new_kv_cache(bs, 13);
             let c = SeqChunk { tokens: &tokens[..pos], start: 0, block_table: &tbl, logits: true };
-            model.forward(&[c], &mut fresh).unwrap()
+            model.forward(&[c], &mut fresh).unwrap().logits
         };
         assert!(max_rel_err(&got, &want) <= 1e-4, "pos {pos}: {}", max_rel_err(&got, &want));
         let c =
             SeqChunk { tokens: &tokens[pos..pos + 1], start: pos, block_table: &tbl, logits: true };
-        got = model.forward(&[c], &mut kv).unwrap();
+        got = model.forward(&[c], &mut kv).unwrap().logits;
     }
     // Chunked prefill of 37 tokens as 10 + 1 + 26.
     let mut kv = model.new_kv_cache(bs, 13);
     let mut last = Vec::new();
     for (s, e) in [(0, 10), (10, 11), (11, 37)] {
         let c = SeqChunk { tokens: &tokens[s..e], start: s, block_table: &tbl, logits: e == 37 };
-        last = model.forward(&[c], &mut kv).unwrap();
+        last = model.forward(&[c], &mut kv).unwrap().logits;
     }
     let want = reference_logits(&model, &tokens);
     assert!(max_rel_err(&last, &want) <= 1e-4, "chunked: {}", max_rel_err(&last, &want));
@@ -183,7 +183,7 @@ fn a_batch_gives_each_sequence_its_own_logits() {
             SeqChunk { tokens: &seqs[i][start..], start, block_table: &tables[i], logits: true }
         })
         .collect();
-    let batched = model.forward(&chunks, &mut kv).unwrap();
+    let batched = model.forward(&chunks, &mut kv).unwrap().logits;
     let vocab = model.cfg.vocab;
     for (i, s) in seqs.iter().enumerate() {
         let want = reference_logits(&model, s);
@@ -200,7 +200,7 @@ fn quantized_models_match_their_own_reference() {
         let mut kv = model.new_kv_cache(16, 4);
         let tbl = table(20, 16);
         let c = SeqChunk { tokens: &tokens, start: 0, block_table: &tbl, logits: true };
-        let got = model.forward(&[c], &mut kv).unwrap();
+        let got = model.forward(&[c], &mut kv).unwrap().logits;
         let want = reference_logits(&model, &tokens);
         // The reference uses the same dequantized weights; int8 activations add their own
         // rounding (half a step of 127 per element) on the quantized formats.
