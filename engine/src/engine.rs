@@ -12,9 +12,9 @@ use crate::api::{
 };
 use crate::config::EngineConfig;
 use crate::error::EngineError;
-use crate::kv::KvCache;
 use crate::model::{ForwardOutput, Model, SeqChunk};
 use crate::model_config::ModelConfig;
+use crate::parallel::{Executor, MultiRank, SingleRank};
 use crate::sampler::Sampler;
 use crate::scheduler::{AddError, Scheduler, SchedulerConfig, SeqId, Step};
 use crate::tokenizer::EOS;
@@ -71,8 +71,8 @@ pub struct StepReport {
 /// The synchronous engine of one replica.
 #[derive(Debug)]
 pub struct Engine {
-    model: Arc<Model>,
-    kv: KvCache,
+    model: ModelConfig,
+    exec: Box<dyn Executor>,
     scheduler: Scheduler,
     seqs: HashMap<SeqId, Sequence>,
     next_id: SeqId,
@@ -90,15 +90,24 @@ impl Engine {
         config: &EngineConfig,
     ) -> Result<Self, EngineError> {
         config.validate_for(model, "engine config")?;
+        if config.parallel.ranks_per_replica() > 1 {
+            let exec = MultiRank::start(model, source, config, config.kv_blocks(model))?;
+            return Ok(Self::with_executor(model.clone(), Box::new(exec), config));
+        }
         let loaded = Model::load(model, source, config)?;
         Ok(Self::from_model(Arc::new(loaded), config))
     }
 
-    /// An engine around an already loaded model (replicas share its weights this way).
+    /// A single-rank engine around an already loaded model (replicas share its weights).
     pub fn from_model(model: Arc<Model>, config: &EngineConfig) -> Self {
         let cfg = model.config().clone();
+        let exec = SingleRank::new(model, config.kv_block_size, config.kv_blocks(&cfg));
+        Self::with_executor(cfg, Box::new(exec), config)
+    }
+
+    /// An engine running its forward passes on `exec`.
+    pub fn with_executor(cfg: ModelConfig, exec: Box<dyn Executor>, config: &EngineConfig) -> Self {
         let num_blocks = config.kv_blocks(&cfg);
-        let kv = model.new_kv_cache(config.kv_block_size, num_blocks);
         let scheduler = Scheduler::new(SchedulerConfig {
             policy: config.batch,
             block_size: config.kv_block_size,
@@ -119,8 +128,8 @@ impl Engine {
             step_seconds: Histogram::step_time(),
         };
         Self {
-            model,
-            kv,
+            model: cfg.clone(),
+            exec,
             scheduler,
             seqs: HashMap::new(),
             next_id: 0,
@@ -130,8 +139,8 @@ impl Engine {
         }
     }
 
-    /// The model.
-    pub fn model(&self) -> &Model {
+    /// The model's shape.
+    pub fn model(&self) -> &ModelConfig {
         &self.model
     }
 
@@ -142,7 +151,7 @@ impl Engine {
         events: Option<UnboundedSender<Event>>,
         now: f64,
     ) -> Result<SeqId, SubmitError> {
-        let cfg = self.model.config();
+        let cfg = &self.model;
         check_request(&req, cfg)?;
         let id = self.next_id;
         self.next_id += 1;
@@ -224,8 +233,8 @@ impl Engine {
         }
         let out = self.run_batch(&step)?;
         let logits = &out.logits;
-        let vocab = self.model.config().vocab;
-        let max_context = self.model.config().max_context;
+        let vocab = self.model.vocab;
+        let max_context = self.model.max_context;
         let mut report = StepReport {
             tokens_computed: step.items.iter().map(|i| i.len).sum(),
             batch_size: step.items.len(),
@@ -306,7 +315,7 @@ impl Engine {
                 logits: item.samples,
             });
         }
-        self.model.forward(&chunks, &mut self.kv)
+        self.exec.forward(&chunks)
     }
 
     /// Counters and gauges now.
@@ -403,12 +412,19 @@ impl EngineHandle {
         config: &EngineConfig,
     ) -> Result<Self, EngineError> {
         config.validate_for(model, "engine config")?;
-        let loaded = Arc::new(Model::load(model, source, config)?);
         let dp = config.parallel.dp;
+        let shared = if config.parallel.ranks_per_replica() == 1 {
+            Some(Arc::new(Model::load(model, source, config)?))
+        } else {
+            None
+        };
         let mut replicas = Vec::with_capacity(dp);
         let mut threads = Vec::with_capacity(dp);
         for r in 0..dp {
-            let engine = Engine::from_model(loaded.clone(), config);
+            let engine = match &shared {
+                Some(m) => Engine::from_model(m.clone(), config),
+                None => Engine::new(model, source, config)?,
+            };
             let (tx, rx) = mpsc::channel();
             let left = Arc::new(AtomicU64::new(0));
             let metrics = Arc::new(Mutex::new(engine.metrics()));

@@ -11,6 +11,7 @@ pub mod kv;
 pub mod linear;
 pub mod model;
 pub mod model_config;
+pub mod parallel;
 pub mod quality;
 pub mod sampler;
 pub mod scheduler;

@@ -31,6 +31,58 @@ use dyno_kernels::ops::{RopeTable, rms_norm, silu_mul, top_k};
 use dyno_kernels::quant::QuantParams;
 use rayon::prelude::*;
 
+/// The part of the model one rank holds: a stage of layers (pipeline parallel), a slice of
+/// the attention heads and of every expert's width (tensor parallel), a subset of the
+/// experts (expert parallel). The full model is `tp = ep = 1` over all layers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shard {
+    /// Tensor-parallel degree and this rank's index in it.
+    pub tp: usize,
+    /// This rank's tensor-parallel index.
+    pub tp_rank: usize,
+    /// Expert-parallel degree.
+    pub ep: usize,
+    /// This rank's expert-parallel index.
+    pub ep_rank: usize,
+    /// Layers of this pipeline stage.
+    pub layers: std::ops::Range<usize>,
+    /// Whether this stage is the last (it holds the final norm and the output head).
+    pub last_stage: bool,
+}
+
+impl Shard {
+    /// The whole model on one rank.
+    pub fn full(cfg: &ModelConfig) -> Self {
+        Self { tp: 1, tp_rank: 0, ep: 1, ep_rank: 0, layers: 0..cfg.layers, last_stage: true }
+    }
+
+    /// Whether this rank computes attention: one expert-parallel copy of each head slice does
+    /// (the others would only repeat it), so only `ep_rank == 0` holds KV heads.
+    pub fn computes_attention(&self) -> bool {
+        self.ep_rank == 0
+    }
+
+    /// Whether this rank holds expert `e` (experts are dealt out in contiguous blocks).
+    pub fn owns_expert(&self, e: usize, experts: usize) -> bool {
+        e / (experts / self.ep) == self.ep_rank
+    }
+}
+
+/// Sums a buffer across the ranks of a tensor/expert-parallel group, in rank order (so every
+/// rank gets the same bits). The single-rank model uses [`NoComm`].
+pub trait Collective: Sync {
+    /// Replaces `buf` with the element-wise sum of every rank's `buf`.
+    fn all_reduce(&self, buf: &mut [f32]);
+}
+
+/// The collective of a group of one: nothing to exchange.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoComm;
+
+impl Collective for NoComm {
+    fn all_reduce(&self, _buf: &mut [f32]) {}
+}
+
 /// One expert's SwiGLU: `up` fuses `w1` (gate) and `w3` (up) into `[2·width, hidden]` so a
 /// token's input is read once; `down` is `w2`, `[hidden, width]`.
 #[derive(Debug, Clone)]
@@ -50,7 +102,8 @@ struct Layer {
     ffn_norm: Vec<f32>,
     /// `[experts, hidden]`, kept in f32 (tiny, and routing is sensitive to it).
     router: F32Matrix,
-    experts: Vec<Expert>,
+    /// Indexed by expert id; `None` for experts another expert-parallel rank holds.
+    experts: Vec<Option<Expert>>,
 }
 
 /// The loaded model: weights at the configured format, RoPE table, kernel parameters.
@@ -58,11 +111,18 @@ struct Layer {
 pub struct Model {
     cfg: ModelConfig,
     format: WeightFormat,
-    /// `[vocab, hidden]`, f32.
+    shard: Shard,
+    /// Query and KV heads held (the tensor-parallel slice; KV heads 0 where this rank skips
+    /// attention).
+    heads: usize,
+    kv_heads: usize,
+    /// `[vocab, hidden]`, f32 (empty past the first stage).
     embed: Vec<f32>,
+    /// The layers of this stage.
     layers: Vec<Layer>,
     final_norm: Vec<f32>,
-    lm_head: Linear,
+    /// The output head (last stage only).
+    lm_head: Option<Linear>,
     rope: RopeTable,
     attention: AttentionParams,
     dense: DenseParams,
@@ -79,6 +139,31 @@ pub struct ForwardOutput {
     /// Bytes of KV cache attention read (every layer's keys and values of every chunk's
     /// context).
     pub kv_bytes: u64,
+}
+
+/// What a pipeline stage starts from.
+#[derive(Debug)]
+pub enum StageInput<'a> {
+    /// Token ids (the first stage embeds them).
+    Tokens(&'a [u32]),
+    /// `[tokens, hidden]` states from the previous stage.
+    Hidden(Vec<f32>),
+}
+
+/// What a pipeline stage hands on.
+#[derive(Debug)]
+pub enum StageOutput {
+    /// `[tokens, hidden]` states for the next stage, and what this stage read.
+    Hidden {
+        /// The residual stream after this stage's layers.
+        x: Vec<f32>,
+        /// Bytes of weights this stage streamed.
+        weight_bytes: u64,
+        /// Bytes of KV cache it read.
+        kv_bytes: u64,
+    },
+    /// The last stage's logits.
+    Logits(ForwardOutput),
 }
 
 /// Tokens `start..start + tokens.len()` of one sequence, computed in a forward pass.
@@ -102,6 +187,17 @@ impl Model {
         source: &dyn TensorSource,
         engine: &EngineConfig,
     ) -> Result<Self, EngineError> {
+        Self::load_shard(cfg, source, engine, Shard::full(cfg))
+    }
+
+    /// Loads the part of the model `shard` describes: its layers, its slice of heads and of
+    /// expert width, its experts.
+    pub fn load_shard(
+        cfg: &ModelConfig,
+        source: &dyn TensorSource,
+        engine: &EngineConfig,
+        shard: Shard,
+    ) -> Result<Self, EngineError> {
         let format = engine.weight_format();
         let threads = engine.threads;
         let dense = DenseParams { row_tile: engine.kernels.quant_row_tile, threads };
@@ -111,46 +207,58 @@ impl Model {
             activations: engine.kernels.activations,
         };
         let params = |op: &str| LinearParams { gemm: engine.gemm_params(op), dense, quant };
-        let (h, w) = (cfg.hidden, cfg.expert_width);
-        let linear = |names: &[String], rows: usize, cols: usize, op: &str| {
-            let mut data = Vec::with_capacity(rows * cols * names.len());
-            for n in names {
-                data.extend(source.tensor(n, &[rows, cols])?);
-            }
-            Ok::<_, EngineError>(Linear::new(&data, rows * names.len(), cols, format, params(op))?)
+        let (h, hd) = (cfg.hidden, cfg.head_dim);
+        let (tp, r) = (shard.tp, shard.tp_rank);
+        let heads = cfg.heads / tp;
+        let kv_heads = if shard.computes_attention() { cfg.kv_heads / tp } else { 0 };
+        let width = cfg.expert_width / tp;
+        // Rows `lo..hi` of a `[rows, cols]` tensor, and columns `lo..hi` of one.
+        let rows = |name: &str, shape: [usize; 2], lo: usize, hi: usize| {
+            let t = source.tensor(name, &shape)?;
+            Ok::<_, EngineError>(t[lo * shape[1]..hi * shape[1]].to_vec())
         };
-        let layers = (0..cfg.layers)
+        let cols = |name: &str, shape: [usize; 2], lo: usize, hi: usize| {
+            let t = source.tensor(name, &shape)?;
+            Ok::<_, EngineError>(
+                t.chunks_exact(shape[1]).flat_map(|row| row[lo..hi].to_vec()).collect::<Vec<f32>>(),
+            )
+        };
+        let linear = |data: Vec<f32>, rows: usize, cols: usize, op: &str| {
+            Ok::<_, EngineError>(Linear::new(&data, rows, cols, format, params(op))?)
+        };
+        let layers = shard
+            .layers
+            .clone()
             .map(|i| {
-                let qkv = {
-                    let mut data = source.tensor(&names::attn(i, "q_proj"), &[cfg.q_dim(), h])?;
-                    data.extend(source.tensor(&names::attn(i, "k_proj"), &[cfg.kv_dim(), h])?);
-                    data.extend(source.tensor(&names::attn(i, "v_proj"), &[cfg.kv_dim(), h])?);
-                    Linear::new(
-                        &data,
-                        cfg.q_dim() + 2 * cfg.kv_dim(),
-                        h,
-                        format,
-                        params("qkv_proj"),
-                    )?
-                };
+                let (q_rows, kv_rows) = ([cfg.q_dim(), h], [cfg.kv_dim(), h]);
+                let mut qkv =
+                    rows(&names::attn(i, "q_proj"), q_rows, r * heads * hd, (r + 1) * heads * hd)?;
+                let kv_lo = r * kv_heads * hd;
+                qkv.extend(rows(&names::attn(i, "k_proj"), kv_rows, kv_lo, kv_lo + kv_heads * hd)?);
+                qkv.extend(rows(&names::attn(i, "v_proj"), kv_rows, kv_lo, kv_lo + kv_heads * hd)?);
+                let q_lo = r * heads * hd;
+                let o = cols(&names::attn(i, "o_proj"), [h, cfg.q_dim()], q_lo, q_lo + heads * hd)?;
                 let experts = (0..cfg.experts)
                     .into_par_iter()
                     .map(|e| {
-                        Ok(Expert {
-                            up: linear(
-                                &[names::expert(i, e, "w1"), names::expert(i, e, "w3")],
-                                w,
-                                h,
-                                "expert_up",
-                            )?,
-                            down: linear(&[names::expert(i, e, "w2")], h, w, "expert_down")?,
-                        })
+                        if !shard.owns_expert(e, cfg.experts) {
+                            return Ok(None);
+                        }
+                        let (lo, hi) = (r * width, (r + 1) * width);
+                        let shape = [cfg.expert_width, h];
+                        let mut up = rows(&names::expert(i, e, "w1"), shape, lo, hi)?;
+                        up.extend(rows(&names::expert(i, e, "w3"), shape, lo, hi)?);
+                        let down = cols(&names::expert(i, e, "w2"), [h, cfg.expert_width], lo, hi)?;
+                        Ok(Some(Expert {
+                            up: linear(up, 2 * width, h, "expert_up")?,
+                            down: linear(down, h, width, "expert_down")?,
+                        }))
                     })
                     .collect::<Result<Vec<_>, EngineError>>()?;
                 Ok(Layer {
                     attn_norm: source.tensor(&names::input_norm(i), &[h])?,
-                    qkv,
-                    o: linear(&[names::attn(i, "o_proj")], h, cfg.q_dim(), "o_proj")?,
+                    qkv: linear(qkv, (heads + 2 * kv_heads) * hd, h, "qkv_proj")?,
+                    o: linear(o, h, heads * hd, "o_proj")?,
                     ffn_norm: source.tensor(&names::post_attention_norm(i), &[h])?,
                     router: F32Matrix::from_vec(
                         source.tensor(&names::router(i), &[cfg.experts, h])?,
@@ -163,17 +271,35 @@ impl Model {
             .collect::<Result<Vec<_>, EngineError>>()?;
         let mut attention = engine.kernels.attention;
         attention.threads = threads;
+        let first_stage = shard.layers.start == 0;
+        let lm_head = if shard.last_stage {
+            Some(linear(source.tensor(names::LM_HEAD, &[cfg.vocab, h])?, cfg.vocab, h, "lm_head")?)
+        } else {
+            None
+        };
         Ok(Self {
             cfg: cfg.clone(),
             format,
-            embed: source.tensor(names::EMBED, &[cfg.vocab, h])?,
+            heads,
+            kv_heads,
+            embed: if first_stage {
+                source.tensor(names::EMBED, &[cfg.vocab, h])?
+            } else {
+                Vec::new()
+            },
             layers,
             final_norm: source.tensor(names::FINAL_NORM, &[h])?,
-            lm_head: linear(&[names::LM_HEAD.to_string()], cfg.vocab, h, "lm_head")?,
+            lm_head,
             rope: RopeTable::new(cfg.head_dim, cfg.rope_theta, cfg.max_context)?,
             attention,
             dense,
+            shard,
         })
+    }
+
+    /// The part of the model this instance holds.
+    pub fn shard(&self) -> &Shard {
+        &self.shard
     }
 
     /// The model's shape.
@@ -196,40 +322,59 @@ impl Model {
                     + l.o.weight_bytes()
                     + l.experts
                         .iter()
+                        .flatten()
                         .map(|e| e.up.weight_bytes() + e.down.weight_bytes())
                         .sum::<usize>()
                     + l.router.weight_bytes()
                     + 4 * (l.attn_norm.len() + l.ffn_norm.len())
             })
             .sum();
-        linear + self.lm_head.weight_bytes() + 4 * (self.embed.len() + self.final_norm.len())
+        linear
+            + self.lm_head.as_ref().map_or(0, Linear::weight_bytes)
+            + 4 * (self.embed.len() + self.final_norm.len())
     }
 
-    /// An empty KV cache for this model with `num_blocks` blocks of `block_size` tokens.
+    /// An empty KV cache for the layers and KV heads this model holds, with `num_blocks`
+    /// blocks of `block_size` tokens.
     pub fn new_kv_cache(&self, block_size: usize, num_blocks: usize) -> KvCache {
-        KvCache::new(self.cfg.layers, self.cfg.kv_heads, self.cfg.head_dim, block_size, num_blocks)
+        KvCache::new(self.layers.len(), self.kv_heads, self.cfg.head_dim, block_size, num_blocks)
     }
 
     /// Runs `chunks` through the model, writing their K/V into `kv`; returns the logits of
-    /// every chunk with `logits` set and what the pass read.
+    /// every chunk with `logits` set and what the pass read. Needs the whole model
+    /// ([`Shard::full`]).
     pub fn forward(
         &self,
         chunks: &[SeqChunk],
         kv: &mut KvCache,
     ) -> Result<ForwardOutput, EngineError> {
+        let tokens: Vec<u32> = chunks.iter().flat_map(|c| c.tokens.iter().copied()).collect();
+        match self.forward_stage(chunks, StageInput::Tokens(&tokens), kv, &NoComm)? {
+            StageOutput::Logits(out) => Ok(out),
+            StageOutput::Hidden { .. } => Err(EngineError::Config(crate::ConfigError::new(
+                "model",
+                "shard",
+                "forward() needs the last pipeline stage; use forward_stage".to_string(),
+            ))),
+        }
+    }
+
+    /// One pipeline stage's part of a forward pass on this rank: embeds `input` tokens (first
+    /// stage) or continues from the previous stage's hidden states, runs this stage's layers
+    /// (summing partial results across the tensor/expert-parallel group with `comm`), and
+    /// returns logits (last stage) or hidden states for the next stage.
+    pub fn forward_stage(
+        &self,
+        chunks: &[SeqChunk],
+        input: StageInput,
+        kv: &mut KvCache,
+        comm: &dyn Collective,
+    ) -> Result<StageOutput, EngineError> {
         let cfg = &self.cfg;
         let hidden = cfg.hidden;
-        let tokens: Vec<u32> = chunks.iter().flat_map(|c| c.tokens.iter().copied()).collect();
         let positions: Vec<usize> =
             chunks.iter().flat_map(|c| c.start..c.start + c.tokens.len()).collect();
-        let t = tokens.len();
-        if let Some(&bad) = tokens.iter().find(|&&id| id as usize >= cfg.vocab) {
-            return Err(EngineError::Config(crate::ConfigError::new(
-                "request",
-                "prompt",
-                format!("token id {bad} is outside the vocabulary of {} ({})", cfg.name, cfg.vocab),
-            )));
-        }
+        let t = positions.len();
         // Row i of the batch belongs to chunk `offsets[c]..offsets[c + 1]`.
         let offsets: Vec<usize> = std::iter::once(0)
             .chain(chunks.iter().scan(0, |o, c| {
@@ -238,13 +383,32 @@ impl Model {
             }))
             .collect();
 
-        let mut x = Vec::with_capacity(t * hidden);
-        for &id in &tokens {
-            x.extend_from_slice(&self.embed[id as usize * hidden..(id as usize + 1) * hidden]);
-        }
-        let mut weight_bytes = (t * hidden * 4) as u64;
+        let mut weight_bytes = 0u64;
+        let mut x = match input {
+            StageInput::Tokens(tokens) => {
+                if let Some(&bad) = tokens.iter().find(|&&id| id as usize >= cfg.vocab) {
+                    return Err(EngineError::Config(crate::ConfigError::new(
+                        "request",
+                        "prompt",
+                        format!(
+                            "token id {bad} is outside the vocabulary of {} ({})",
+                            cfg.name, cfg.vocab
+                        ),
+                    )));
+                }
+                weight_bytes += (t * hidden * 4) as u64;
+                let mut x = Vec::with_capacity(t * hidden);
+                for &id in tokens {
+                    x.extend_from_slice(
+                        &self.embed[id as usize * hidden..(id as usize + 1) * hidden],
+                    );
+                }
+                x
+            }
+            StageInput::Hidden(x) => x,
+        };
         let context: usize = chunks.iter().map(|c| c.start + c.tokens.len()).sum();
-        let kv_bytes = (context * cfg.layers * cfg.kv_dim() * 2 * 4) as u64;
+        let kv_bytes = (context * self.layers.len() * self.kv_heads * cfg.head_dim * 2 * 4) as u64;
         let mut h = vec![0.0; t * hidden];
         for (l, layer) in self.layers.iter().enumerate() {
             weight_bytes += (layer.qkv.weight_bytes()
@@ -252,16 +416,23 @@ impl Model {
                 + layer.router.weight_bytes()
                 + 8 * hidden) as u64;
             rms_norm(&x, &layer.attn_norm, cfg.norm_eps, &mut h)?;
-            let attn = self.attention_block(l, layer, &h, &positions, chunks, &offsets, kv)?;
             let mut o = vec![0.0; t * hidden];
-            layer.o.forward(&attn, t, &mut o)?;
+            if self.shard.computes_attention() {
+                let attn = self.attention_block(l, layer, &h, &positions, chunks, &offsets, kv)?;
+                layer.o.forward(&attn, t, &mut o)?;
+            }
+            comm.all_reduce(&mut o);
             add_in_place(&mut x, &o);
 
             rms_norm(&x, &layer.ffn_norm, cfg.norm_eps, &mut h)?;
-            let (moe, expert_bytes) = self.moe_block(layer, &h, t)?;
+            let (mut moe, expert_bytes) = self.moe_block(layer, &h, t)?;
+            comm.all_reduce(&mut moe);
             weight_bytes += expert_bytes;
             add_in_place(&mut x, &moe);
         }
+        let Some(lm_head) = &self.lm_head else {
+            return Ok(StageOutput::Hidden { x, weight_bytes, kv_bytes });
+        };
 
         let last_rows: Vec<usize> = chunks
             .iter()
@@ -277,10 +448,10 @@ impl Model {
         rms_norm(&last, &self.final_norm, cfg.norm_eps, &mut normed)?;
         let mut logits = vec![0.0; last_rows.len() * cfg.vocab];
         if !last_rows.is_empty() {
-            self.lm_head.forward(&normed, last_rows.len(), &mut logits)?;
-            weight_bytes += (self.lm_head.weight_bytes() + 4 * hidden) as u64;
+            lm_head.forward(&normed, last_rows.len(), &mut logits)?;
+            weight_bytes += (lm_head.weight_bytes() + 4 * hidden) as u64;
         }
-        Ok(ForwardOutput { logits, weight_bytes, kv_bytes })
+        Ok(StageOutput::Logits(ForwardOutput { logits, weight_bytes, kv_bytes }))
     }
 
     /// Attention of layer `l` for every chunk: returns `[t, q_dim]` (heads concatenated).
@@ -297,7 +468,7 @@ impl Model {
     ) -> Result<Vec<f32>, EngineError> {
         let cfg = &self.cfg;
         let (t, hd, g) = (positions.len(), cfg.head_dim, cfg.group());
-        let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
+        let (qd, kvd) = (self.heads * hd, self.kv_heads * hd);
         let mut qkv = vec![0.0; t * (qd + 2 * kvd)];
         layer.qkv.forward(h, t, &mut qkv)?;
         let (mut q, mut k, mut v) =
@@ -307,13 +478,13 @@ impl Model {
             k.extend_from_slice(&row[qd..qd + kvd]);
             v.extend_from_slice(&row[qd + kvd..]);
         }
-        self.rope.apply(&mut q, positions, cfg.heads)?;
-        self.rope.apply(&mut k, positions, cfg.kv_heads)?;
+        self.rope.apply(&mut q, positions, self.heads)?;
+        self.rope.apply(&mut k, positions, self.kv_heads)?;
 
         // Store this step's K/V, one head's rows at a time.
         let (mut kh, mut vh) = (Vec::new(), Vec::new());
         for (c, chunk) in chunks.iter().enumerate() {
-            for head in 0..cfg.kv_heads {
+            for head in 0..self.kv_heads {
                 kh.clear();
                 vh.clear();
                 for r in offsets[c]..offsets[c + 1] {
@@ -340,7 +511,7 @@ impl Model {
             .collect();
         let mut qbuf = Vec::new();
         let mut obuf = Vec::new();
-        for head in 0..cfg.kv_heads {
+        for head in 0..self.kv_heads {
             let pool = kv.pool(l, head);
             if !decodes.is_empty() {
                 qbuf.clear();
@@ -384,7 +555,7 @@ impl Model {
         t: usize,
     ) -> Result<(Vec<f32>, u64), EngineError> {
         let cfg = &self.cfg;
-        let (hidden, width, e_count) = (cfg.hidden, cfg.expert_width, cfg.experts);
+        let (hidden, width, e_count) = (cfg.hidden, cfg.expert_width / self.shard.tp, cfg.experts);
         let mut router_logits = vec![0.0; t * e_count];
         layer.router.matmul(h, t, &mut router_logits, &self.dense)?;
 
@@ -404,6 +575,7 @@ impl Model {
         let mut bytes = 0u64;
         let (mut xe, mut up, mut act, mut down) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (expert, toks) in layer.experts.iter().zip(&routed) {
+            let Some(expert) = expert else { continue };
             if toks.is_empty() {
                 continue;
             }

@@ -83,7 +83,7 @@ fn reference_logits(model: &Model, tokens: &[u32]) -> Vec<f32> {
             let xt = &h[tok * hidden..(tok + 1) * hidden];
             for &e in chosen {
                 let p = (logits[e] - max).exp() / sum;
-                let ex = &layer.experts[e];
+                let ex = layer.experts[e].as_ref().unwrap();
                 let up = matmul_ref(xt, &ex.up.dequantized(), 1, 2 * w, hidden);
                 let mut act = vec![0.0; w];
                 silu_mul_reference(&up[..w], &up[w..], &mut act).unwrap();
@@ -96,7 +96,7 @@ fn reference_logits(model: &Model, tokens: &[u32]) -> Vec<f32> {
     }
     let mut last = vec![0.0; hidden];
     rms_norm_reference(&x[(t - 1) * hidden..], &model.final_norm, cfg.norm_eps, &mut last).unwrap();
-    matmul_ref(&last, &model.lm_head.dequantized(), 1, cfg.vocab, hidden)
+    matmul_ref(&last, &model.lm_head.as_ref().unwrap().dequantized(), 1, cfg.vocab, hidden)
 }
 
 /// Contiguous blocks `0..` for a sequence of `len` tokens.

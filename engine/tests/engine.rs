@@ -116,6 +116,25 @@ fn preemption_by_recompute_keeps_the_tokens() {
     assert_eq!(got, want);
 }
 
+#[test]
+fn greedy_tokens_are_the_same_across_parallel_layouts() {
+    use dyno_engine::config::ParallelConfig;
+    let reqs: Vec<GenerateRequest> = (0..5).map(|i| request(i, 12)).collect();
+    let base = config(BatchPolicy::default());
+    let (want, _) = run_all(&base, &reqs, 1);
+    for (tp, ep, pp) in
+        [(2, 1, 1), (1, 2, 1), (1, 4, 1), (1, 1, 2), (2, 2, 1), (2, 1, 2), (1, 2, 2)]
+    {
+        let layout = EngineConfig {
+            parallel: ParallelConfig { tp, ep, pp, dp: 1 },
+            threads: 1,
+            ..base.clone()
+        };
+        let (got, _) = run_all(&layout, &reqs, 1);
+        assert_eq!(got, want, "tp {tp} ep {ep} pp {pp}");
+    }
+}
+
 /// Measured here: bf16 4.7e-7, int8 2.7e-5, int4 1.2e-3 nats. Each level's rounding step is
 /// about 2^-8 (bf16), 1/127 (int8) and 1/7 (int4) of a block's largest weight, so the KL
 /// (quadratic in the logit error) should grow by ~(2^8/127)² ≈ 4 and then ~(127/7)² ≈ 330;
