@@ -3,6 +3,7 @@
 //! layouts, served over an OpenAI-compatible HTTP API. See ARCHITECTURE.md for the map.
 
 pub mod api;
+pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod model_config;
