@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod checkpoint;
 pub mod config;
 pub mod engine;
 pub mod error;
