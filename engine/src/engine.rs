@@ -101,7 +101,8 @@ impl Engine {
     /// A single-rank engine around an already loaded model (replicas share its weights).
     pub fn from_model(model: Arc<Model>, config: &EngineConfig) -> Self {
         let cfg = model.config().clone();
-        let exec = SingleRank::new(model, config.kv_block_size, config.kv_blocks(&cfg));
+        let exec =
+            SingleRank::new(model, config.kv_block_size, config.kv_blocks(&cfg), config.threads);
         Self::with_executor(cfg, Box::new(exec), config)
     }
 
@@ -234,7 +235,7 @@ impl Engine {
         let out = self.run_batch(&step)?;
         let logits = &out.logits;
         let vocab = self.model.vocab;
-        let max_context = self.model.max_context;
+        let max_context = self.scheduler.max_context();
         let mut report = StepReport {
             tokens_computed: step.items.iter().map(|i| i.len).sum(),
             batch_size: step.items.len(),
