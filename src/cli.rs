@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
-use crate::engine_cmd::{self, EngineArgs, ModelArgs};
+use crate::engine_cmd::{self, EngineArgs, ModelArgs, ServeArgs};
 use crate::kernels_cmd::{self, KernelsArgs};
 
 /// dyno: a dynamometer for LLM inference.
@@ -26,6 +26,8 @@ pub enum Command {
     Model(ModelArgs),
     /// Measure the reference engine (`bench`).
     Engine(EngineArgs),
+    /// Serve the reference engine over an OpenAI-compatible HTTP API.
+    Serve(ServeArgs),
 }
 
 /// Arguments of `dyno tune` (and of the `tune` binary).
@@ -46,6 +48,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Kernels(args) => kernels_cmd::run(args),
         Command::Model(args) => engine_cmd::run_model(args),
         Command::Engine(args) => engine_cmd::run_engine(args),
+        Command::Serve(args) => engine_cmd::run_serve(args),
     }
 }
 

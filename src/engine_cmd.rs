@@ -116,6 +116,70 @@ pub struct EngineBenchArgs {
     pub json: Option<PathBuf>,
 }
 
+/// Arguments of `dyno serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Model and engine.
+    #[command(flatten)]
+    pub setup: EngineSetup,
+    /// A Hugging Face Mixtral checkpoint directory (config.json + *.safetensors); its
+    /// config.json replaces --model. Without it the weights are random from the config's seed.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0 picks a free one; the address is printed).
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// Seconds in-flight requests get to finish after SIGINT/SIGTERM before they are aborted.
+    #[arg(long, default_value_t = 10)]
+    pub grace_s: u64,
+}
+
+/// Runs `dyno serve`: loads the model, starts the engine replicas and serves HTTP until
+/// SIGINT or SIGTERM.
+pub fn run_serve(a: ServeArgs) -> Result<()> {
+    use dyno_engine::checkpoint::SafetensorsCheckpoint;
+    use dyno_engine::engine::EngineHandle;
+    use dyno_engine::weights::{RandomWeights, TensorSource};
+    use std::io::Write;
+    use std::sync::Arc;
+    let (mut model, config) = a.setup.load()?;
+    let checkpoint = a.checkpoint.as_deref().map(SafetensorsCheckpoint::open).transpose()?;
+    let random = RandomWeights { seed: config.seed };
+    let source: &dyn TensorSource = match &checkpoint {
+        Some(c) => {
+            model = c.model_config().clone();
+            config.validate_for(&model, "engine config")?;
+            c
+        }
+        None => &random,
+    };
+    let handle = Arc::new(EngineHandle::start(&model, source, &config)?);
+    drop(checkpoint);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the HTTP runtime")?;
+    let grace = Duration::from_secs(a.grace_s);
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind((a.host.as_str(), a.port))
+            .await
+            .with_context(|| format!("binding {}:{}", a.host, a.port))?;
+        let addr = listener.local_addr()?;
+        println!("dyno serve: {} ({}) listening on http://{addr}", model.name, config.weight_format());
+        std::io::stdout().flush()?;
+        let backend: Arc<dyn dyno_engine::api::Backend> = handle.clone();
+        dyno_engine::server::serve(backend, listener, dyno_engine::server::shutdown_signal(), grace)
+            .await
+            .context("serving HTTP")
+    })?;
+    println!("dyno serve: stopped");
+    Ok(())
+}
+
 /// Runs `dyno model`.
 pub fn run_model(args: ModelArgs) -> Result<()> {
     match args.command {
