@@ -6,6 +6,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod model_config;
+pub mod server;
 pub mod tokenizer;
 pub mod weights;
 
