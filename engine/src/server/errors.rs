@@ -8,7 +8,7 @@
 //! | 404 | `invalid_request_error` | `not_found` | an unknown route |
 //! | 405 | `invalid_request_error` | `method_not_allowed` | a known route with the wrong method (with an `Allow` header) |
 //! | 413 and other body errors | `invalid_request_error` | null | the body could not be read (too large, broken connection) |
-//! | 429 | `rate_limit_error` | `rate_limit_exceeded` | the engine's waiting queue is full; a `Retry-After` header gives seconds |
+//! | 429 | `rate_limit_error` | `rate_limit_exceeded` | the engine's waiting queue is full; a `Retry-After` header gives seconds (at least 1) |
 //! | 503 | `service_unavailable_error` | null | the engine is shutting down |
 
 use axum::extract::rejection::BytesRejection;
