@@ -16,6 +16,7 @@ pub mod parallel;
 pub mod quality;
 pub mod sampler;
 pub mod scheduler;
+pub mod server;
 pub mod tokenizer;
 pub mod weights;
 
