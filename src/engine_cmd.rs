@@ -169,7 +169,11 @@ pub fn run_serve(a: ServeArgs) -> Result<()> {
             .await
             .with_context(|| format!("binding {}:{}", a.host, a.port))?;
         let addr = listener.local_addr()?;
-        println!("dyno serve: {} ({}) listening on http://{addr}", model.name, config.weight_format());
+        println!(
+            "dyno serve: {} ({}) listening on http://{addr}",
+            model.name,
+            config.weight_format()
+        );
         std::io::stdout().flush()?;
         let backend: Arc<dyn dyno_engine::api::Backend> = handle.clone();
         dyno_engine::server::serve(backend, listener, dyno_engine::server::shutdown_signal(), grace)
