@@ -57,12 +57,9 @@ pub trait DenseElem: Copy + Debug + PartialEq + Send + Sync + 'static {
     fn from_f32(v: f32) -> Self;
     /// Widens to `f32` (exact for both types here).
     fn to_f32(self) -> f32;
-    /// Eight values at `p` as `f32` lanes.
-    ///
-    /// # Safety
-    /// AVX2 must be available and 8 values readable at `p`.
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+    /// Whether the type is bf16 (else f32): the SIMD kernel picks its widening load by this
+    /// constant, so the load inlines into the kernel's target-feature context.
+    const IS_BF16: bool;
 }
 
 impl DenseElem for bf16 {
@@ -72,11 +69,7 @@ impl DenseElem for bf16 {
     fn to_f32(self) -> f32 {
         bf16::to_f32(self)
     }
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
-        // SAFETY: forwarded contract; bf16 is a `u16`.
-        unsafe { avx2::load8_bf16(p.cast()) }
-    }
+    const IS_BF16: bool = true;
 }
 
 impl DenseElem for f32 {
@@ -86,11 +79,7 @@ impl DenseElem for f32 {
     fn to_f32(self) -> f32 {
         self
     }
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
-        // SAFETY: forwarded contract.
-        unsafe { avx2::load8_f32(p) }
-    }
+    const IS_BF16: bool = false;
 }
 
 /// An `[n, k]` row-major weight stored as `T`.
@@ -233,10 +222,18 @@ mod avx2 {
 
     use super::DenseElem;
 
+    /// Eight values of `T` at `p` as f32 lanes.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn load8<T: DenseElem>(p: *const T) -> __m256 {
+        // SAFETY: forwarded contract; bf16 is stored as a `u16`.
+        unsafe { if T::IS_BF16 { load8_bf16(p.cast()) } else { load8_f32(p.cast()) } }
+    }
+
     /// Eight bf16 at `p` widened to f32: zero-extend to 32 bits, shift into the high half.
     #[target_feature(enable = "avx2")]
     #[inline]
-    pub(super) unsafe fn load8_bf16(p: *const u16) -> __m256 {
+    unsafe fn load8_bf16(p: *const u16) -> __m256 {
         // SAFETY: the caller guarantees 8 readable values at `p`.
         let v = unsafe { _mm_loadu_si128(p.cast()) };
         _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16))
@@ -245,7 +242,7 @@ mod avx2 {
     /// Eight f32 at `p`.
     #[target_feature(enable = "avx2")]
     #[inline]
-    pub(super) unsafe fn load8_f32(p: *const f32) -> __m256 {
+    unsafe fn load8_f32(p: *const f32) -> __m256 {
         // SAFETY: the caller guarantees 8 readable values at `p`.
         unsafe { _mm256_loadu_ps(p) }
     }
@@ -268,8 +265,8 @@ mod avx2 {
         unsafe {
             let mut i = 0;
             while i + 16 <= k {
-                let w0 = T::load8(w.add(i));
-                let w1 = T::load8(w.add(i + 8));
+                let w0 = load8(w.add(i));
+                let w1 = load8(w.add(i + 8));
                 for r in 0..M {
                     let xr = x.add(r * k + i);
                     acc0[r] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xr), acc0[r]);

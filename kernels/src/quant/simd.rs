@@ -477,6 +477,9 @@ pub(super) unsafe fn gemv_q4_dispatch(
     unsafe { if vnni { gemv_q4_vnni(a, pairs, out) } else { gemv_q4_avx2(a, pairs, out) } }
 }
 
+/// How many weight rows ahead the int4 GEMV kernel prefetches.
+const PREFETCH_ROWS: usize = 8;
+
 /// Chunk (of the eight in a step) whose sum lands in each lane after the `vphaddd` fold.
 pub(super) const PAIR_LANE_CHUNKS: [usize; 8] = [0, 2, 4, 6, 1, 3, 5, 7];
 
@@ -507,6 +510,11 @@ macro_rules! gemv_q4_kernel {
                     let g0 = (8 * step) >> a.shift;
                     for (r, acc_r) in acc.iter_mut().enumerate() {
                         let w = a.w.add(r * a.row_bytes + 128 * step);
+                        // Rows are short when k is small; fetch the same spot two row groups
+                        // ahead so the next groups are in flight (never dereferenced).
+                        let ahead = w.wrapping_add(PREFETCH_ROWS * a.row_bytes);
+                        _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64).cast());
                         let mut d = [_mm256_setzero_si256(); 4];
                         for (p, d_p) in d.iter_mut().enumerate() {
                             let v = _mm256_loadu_si256(w.add(32 * p).cast());
