@@ -16,6 +16,9 @@ pub(crate) struct QuantizedActs {
     /// term to subtract when the SIMD kernel multiplies the unsigned nibbles `q_w + 8`
     /// directly (empty otherwise).
     pub nibble_corr: Vec<f32>,
+    /// For int4 weights on the SIMD path with `k % 256 == 0`: every row rearranged for the
+    /// chunk-pair kernels (empty otherwise).
+    pub pairs: Vec<ChunkPairs>,
 }
 
 impl QuantizedActs {
@@ -38,7 +41,7 @@ impl QuantizedActs {
                 scales.push(if scale.is_finite() { 0.0 } else { f32::NAN });
             }
         }
-        Self { q, scales, k, nibble_corr: Vec::new() }
+        Self { q, scales, k, nibble_corr: Vec::new(), pairs: Vec::new() }
     }
 
     /// Fills [`QuantizedActs::nibble_corr`] for int4 weights in groups of `group`.
@@ -53,6 +56,14 @@ impl QuantizedActs {
             .chunks_exact(per_group)
             .map(|g| g.iter().sum())
             .collect();
+        self
+    }
+
+    /// Fills [`QuantizedActs::pairs`] (every row) for kernels that fold chunk sums in the lane
+    /// order `lane_chunks`; `k` must be a multiple of 256.
+    pub fn with_chunk_pairs(mut self, lane_chunks: [usize; 8]) -> Self {
+        let rows = self.q.len() / self.k.max(1);
+        self.pairs = (0..rows).map(|r| ChunkPairs::new(&self, r, lane_chunks)).collect();
         self
     }
 

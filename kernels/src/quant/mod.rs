@@ -90,7 +90,7 @@ pub use int8::Int8Matrix;
 
 use crate::error::{KernelError, ParamError};
 use crate::isa::{IntDotFeatures, Isa};
-use act::{ChunkPairs, QuantizedActs};
+use act::QuantizedActs;
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
@@ -455,7 +455,14 @@ pub(crate) fn matmul(
             let qa = QuantizedActs::new(x, m, k);
             // Only the SIMD path multiplies raw nibbles and needs the correction.
             Acts::Int8(if view.q4 && path != Path::Scalar {
-                qa.with_nibble_correction(view.group)
+                let qa = qa.with_nibble_correction(view.group);
+                #[cfg(target_arch = "x86_64")]
+                let qa = if k.is_multiple_of(8 * BLOCK) {
+                    qa.with_chunk_pairs(simd::PAIR_LANE_CHUNKS)
+                } else {
+                    qa
+                };
+                qa
             } else {
                 qa
             })
@@ -480,14 +487,16 @@ fn run_task(
     out: &mut [f32],
 ) {
     let nrows = out.len() / m;
-    let mut wscale = vec![0.0f32; view.groups_per_row()];
+    // Padded by 8: the chunk-pair kernels load eight scales from each step's first group.
+    let mut wscale = vec![0.0f32; view.groups_per_row() + 8];
+    let groups = view.groups_per_row();
     let mut row_buf = Vec::new();
     #[cfg(target_arch = "x86_64")]
     if let (1, Acts::Int8(qa), Path::Avx2 | Path::Avx2Vnni) = (m, acts, path) {
         let done = gemv_rows(view, qa, path == Path::Avx2Vnni, j0, out);
         for (jj, dst) in out.iter_mut().enumerate().skip(done) {
             let j = j0 + jj;
-            simd::scales_to_f32(view.row_scales(j), &mut wscale);
+            simd::scales_to_f32(view.row_scales(j), &mut wscale[..groups]);
             let vnni = path == Path::Avx2Vnni;
             simd::row(view, view.row_quants(j), &wscale, acts, 0, vnni, std::slice::from_mut(dst));
         }
@@ -501,12 +510,12 @@ fn run_task(
             let dst = &mut out[jj * m + t0..jj * m + t1];
             match path {
                 Path::Scalar => {
-                    scales.convert_to_f32_slice(&mut wscale);
-                    scalar::row(view, wrow, &wscale, acts, t0, &mut row_buf, dst);
+                    scales.convert_to_f32_slice(&mut wscale[..groups]);
+                    scalar::row(view, wrow, &wscale[..groups], acts, t0, &mut row_buf, dst);
                 }
                 #[cfg(target_arch = "x86_64")]
                 Path::Avx2 | Path::Avx2Vnni => {
-                    simd::scales_to_f32(scales, &mut wscale);
+                    simd::scales_to_f32(scales, &mut wscale[..groups]);
                     simd::row(view, wrow, &wscale, acts, t0, path == Path::Avx2Vnni, dst);
                 }
             }
@@ -524,8 +533,7 @@ fn gemv_rows(view: QView, qa: &QuantizedActs, vnni: bool, j0: usize, out: &mut [
     // Padded by 8: the int4 kernel loads eight scales from each step's first group.
     let mut wscale = vec![0.0f32; R * groups + 8];
     let full = out.len() / R * R;
-    let chunk_pairs = (view.q4 && view.cols.is_multiple_of(8 * BLOCK))
-        .then(|| ChunkPairs::new(qa, 0, simd::PAIR_LANE_CHUNKS));
+    let chunk_pairs = qa.pairs.first();
     for (i, dst) in out[..full].chunks_exact_mut(R).enumerate() {
         let j = j0 + i * R;
         simd::scales_to_f32(&view.scales[j * groups..(j + R) * groups], &mut wscale[..R * groups]);
@@ -543,7 +551,7 @@ fn gemv_rows(view: QView, qa: &QuantizedActs, vnni: bool, j0: usize, out: &mut [
         // `vnni`); rows `j..j + R` exist (`j + R <= j0 + out.len() <= view.rows`), `wscale`
         // holds their scales, `qa` is one activation row of `view.cols`, `dst` has `R` slots.
         unsafe {
-            match &chunk_pairs {
+            match chunk_pairs {
                 Some(pairs) => simd::gemv_q4_dispatch(vnni, &args, pairs, dst.as_mut_ptr()),
                 None => simd::gemv_dispatch(view.q4, vnni, &args, dst.as_mut_ptr()),
             }

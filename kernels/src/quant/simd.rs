@@ -62,8 +62,23 @@ pub(super) fn row(
     let k = view.cols;
     let shift = view.group_shift();
     debug_assert_eq!(wrow.len(), view.row_bytes());
-    debug_assert_eq!(wscale.len(), k / view.group);
+    debug_assert!(wscale.len() >= k / view.group);
     match acts {
+        Acts::Int8(qa) if view.q4 && !qa.pairs.is_empty() => {
+            debug_assert!(wscale.len() >= k / view.group + 8);
+            let groups = k / view.group;
+            for (sub, d) in dst.chunks_mut(MAX_M_INT8).enumerate() {
+                let r = r0 + sub * MAX_M_INT8;
+                let pairs = &qa.pairs[r..r + d.len()];
+                let xc = qa.nibble_corr[r * groups..(r + d.len()) * groups].as_ptr();
+                let a = RowsQ4 { w: wrow.as_ptr(), ws: wscale.as_ptr(), shift, xc, k };
+                // SAFETY: the caller guarantees AVX2+FMA (and AVX-VNNI when `vnni`); `wrow` is
+                // one int4 row of `k / 2` bytes with `k % 256 == 0` (pairs exist only then),
+                // `wscale` holds its scales plus 8 readable floats, `pairs`/`xc` cover
+                // `d.len()` activation rows, `d` has `d.len()` slots.
+                unsafe { rows_q4_dispatch(vnni, d.len(), &a, pairs, d.as_mut_ptr()) };
+            }
+        }
         Acts::Int8(qa) => {
             for (sub, d) in dst.chunks_mut(MAX_M_INT8).enumerate() {
                 let r = r0 + sub * MAX_M_INT8;
@@ -543,3 +558,112 @@ macro_rules! gemv_q4_kernel {
 
 gemv_q4_kernel!(gemv_q4_avx2, "avx2,fma", dot_pair_maddubs);
 gemv_q4_kernel!(gemv_q4_vnni, "avx2,fma,avxvnni", dot_pair_vnni);
+
+/// Pointers for [`rows_q4_dispatch`]: one int4 weight row against a few activation rows.
+struct RowsQ4 {
+    /// The weight row's nibbles (`k / 2` bytes).
+    w: *const u8,
+    /// Its scales as `f32`, with 8 readable floats past the last group.
+    ws: *const f32,
+    /// log2 of 32-element chunks per weight group.
+    shift: u32,
+    /// `M` rows of `k / group` nibble corrections.
+    xc: *const f32,
+    /// Row length, a multiple of 256.
+    k: usize,
+}
+
+/// `out[r] = dot(weight row, activation row r)` for `r < m` (`1 <= m <= MAX_M_INT8`): the
+/// batched counterpart of [`gemv_q4_dispatch`], decoding each 32-byte pair of chunks once for
+/// all `m` rows.
+///
+/// # Safety
+/// AVX2+FMA (and AVX-VNNI when `vnni`); pointers as in [`RowsQ4`]; `pairs` has `m` rows of
+/// the same `k`; `out` has `m` slots.
+unsafe fn rows_q4_dispatch(
+    vnni: bool,
+    m: usize,
+    a: &RowsQ4,
+    pairs: &[super::act::ChunkPairs],
+    out: *mut f32,
+) {
+    macro_rules! pick {
+        ($kernel:ident) => {
+            // SAFETY: forwarded from this function's contract.
+            unsafe {
+                match m {
+                    1 => $kernel::<1>(a, pairs, out),
+                    2 => $kernel::<2>(a, pairs, out),
+                    3 => $kernel::<3>(a, pairs, out),
+                    _ => $kernel::<4>(a, pairs, out),
+                }
+            }
+        };
+    }
+    if vnni { pick!(rows_q4_vnni) } else { pick!(rows_q4_avx2) }
+}
+
+/// Defines the batched chunk-pair int4 micro-kernel (see [`rows_q4_dispatch`]).
+macro_rules! rows_q4_kernel {
+    ($name:ident, $features:literal, $dot2:ident) => {
+        /// See [`rows_q4_dispatch`].
+        ///
+        /// # Safety
+        /// As [`rows_q4_dispatch`], with the CPU features enabled below.
+        #[target_feature(enable = $features)]
+        unsafe fn $name<const M: usize>(
+            a: &RowsQ4,
+            pairs: &[super::act::ChunkPairs],
+            out: *mut f32,
+        ) {
+            let chunks = a.k / BLOCK;
+            let groups = chunks >> a.shift;
+            let mask = _mm256_set1_epi8(0x0F);
+            let lane_group = PAIR_LANE_CHUNKS.map(|c| (c >> a.shift) as i32);
+            // SAFETY: `lane_group` is eight i32s.
+            let scale_idx = unsafe { _mm256_loadu_si256(lane_group.as_ptr().cast()) };
+            let mut acc = [_mm256_setzero_ps(); M];
+            // SAFETY: every offset stays within the weight row, its padded scales and the `M`
+            // rows of pairs (contract).
+            unsafe {
+                for step in 0..chunks / 8 {
+                    let w = a.w.add(128 * step);
+                    let mut lo = [_mm256_setzero_si256(); 4];
+                    let mut hi = [_mm256_setzero_si256(); 4];
+                    for p in 0..4 {
+                        let v = _mm256_loadu_si256(w.add(32 * p).cast());
+                        lo[p] = _mm256_and_si256(v, mask);
+                        hi[p] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+                    }
+                    let ws = _mm256_loadu_ps(a.ws.add((8 * step) >> a.shift));
+                    let ws = _mm256_permutevar8x32_ps(ws, scale_idx);
+                    for (r, acc_r) in acc.iter_mut().enumerate() {
+                        let xq = pairs[r].q.as_ptr().add(256 * step);
+                        let mut d = [_mm256_setzero_si256(); 4];
+                        for (p, d_p) in d.iter_mut().enumerate() {
+                            let xa = _mm256_loadu_si256(xq.add(64 * p).cast());
+                            let xb = _mm256_loadu_si256(xq.add(64 * p + 32).cast());
+                            *d_p = $dot2(lo[p], xa, hi[p], xb);
+                        }
+                        let sums = _mm256_hadd_epi32(
+                            _mm256_hadd_epi32(d[0], d[1]),
+                            _mm256_hadd_epi32(d[2], d[3]),
+                        );
+                        let xs = _mm256_loadu_ps(pairs[r].scales.as_ptr().add(8 * step));
+                        *acc_r = _mm256_fmadd_ps(
+                            _mm256_cvtepi32_ps(sums),
+                            _mm256_mul_ps(ws, xs),
+                            *acc_r,
+                        );
+                    }
+                }
+                for (r, acc_r) in acc.iter().enumerate() {
+                    *out.add(r) = hsum(*acc_r) - dot_f32(a.ws, a.xc.add(r * groups), groups);
+                }
+            }
+        }
+    };
+}
+
+rows_q4_kernel!(rows_q4_avx2, "avx2,fma", dot_pair_maddubs);
+rows_q4_kernel!(rows_q4_vnni, "avx2,fma,avxvnni", dot_pair_vnni);
