@@ -225,15 +225,12 @@ impl Default for EngineConfig {
 impl EngineConfig {
     /// Loads and validates an engine YAML file.
     pub fn from_yaml_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::new(path.display(), "", e.to_string()))?;
-        Self::from_yaml(&text, &path.display().to_string())
+        Self::from_yaml(&crate::error::read_yaml_file(path)?, &path.display().to_string())
     }
 
     /// Parses and validates engine YAML; `origin` names the file in errors.
     pub fn from_yaml(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let cfg: Self =
-            serde_yaml::from_str(text).map_err(|e| ConfigError::new(origin, "", e.to_string()))?;
+        let cfg: Self = crate::error::parse_yaml(text, origin)?;
         cfg.validate(origin)?;
         Ok(cfg)
     }

@@ -40,3 +40,17 @@ pub enum EngineError {
         reason: String,
     },
 }
+
+/// Reads a YAML file's text, naming the file when it cannot be read.
+pub(crate) fn read_yaml_file(path: &std::path::Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError::new(path.display(), "", e.to_string()))
+}
+
+/// Parses YAML into `T`; `origin` (the file) prefixes serde's message, which names the field
+/// and position.
+pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    origin: &str,
+) -> Result<T, ConfigError> {
+    serde_yaml::from_str(text).map_err(|e| ConfigError::new(origin, "", e.to_string()))
+}
