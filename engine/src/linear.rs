@@ -95,7 +95,25 @@ impl Linear {
 
     /// `y = x · Wᵀ`, `x` `[m, in]`, `y` `[m, out]`.
     pub fn forward(&self, x: &[f32], m: usize, y: &mut [f32]) -> Result<(), KernelError> {
-        let p = &self.params;
+        self.forward_on(x, m, y, None)
+    }
+
+    /// [`Linear::forward`] on `threads` workers instead of the configured count (for callers
+    /// that already run several layers side by side).
+    pub fn forward_on(
+        &self,
+        x: &[f32],
+        m: usize,
+        y: &mut [f32],
+        threads: Option<usize>,
+    ) -> Result<(), KernelError> {
+        let mut params = self.params;
+        if let Some(t) = threads {
+            params.gemm.threads = t;
+            params.dense.threads = t;
+            params.quant.threads = t;
+        }
+        let p = &params;
         match &self.weight {
             Weight::F32(w) if m >= GEMM_MIN_ROWS => {
                 let (n, k) = (w.rows(), w.cols());

@@ -509,20 +509,20 @@ impl Model {
                 context_len: chunks[c].start + 1,
             })
             .collect();
-        let mut qbuf = Vec::new();
-        let mut obuf = Vec::new();
-        for head in 0..self.kv_heads {
+        // One KV head's attention for every chunk: `[t, g · hd]`, rows in batch order.
+        let head_attention = |head: usize, params: &AttentionParams| {
             let pool = kv.pool(l, head);
+            let mut head_out = vec![0.0; t * g * hd];
+            let mut qbuf = Vec::new();
             if !decodes.is_empty() {
-                qbuf.clear();
                 for &c in &decodes {
                     qbuf.extend_from_slice(group_of(offsets[c], head));
                 }
-                obuf.resize(qbuf.len(), 0.0);
-                decode(&qbuf, &seqs, &pool, g, scale, &mut obuf, &self.attention)?;
+                let mut obuf = vec![0.0; qbuf.len()];
+                decode(&qbuf, &seqs, &pool, g, scale, &mut obuf, params)?;
                 for (i, &c) in decodes.iter().enumerate() {
                     let r = offsets[c];
-                    out[r * qd + head * g * hd..r * qd + (head + 1) * g * hd]
+                    head_out[r * g * hd..(r + 1) * g * hd]
                         .copy_from_slice(&obuf[i * g * hd..(i + 1) * g * hd]);
                 }
             }
@@ -531,16 +531,34 @@ impl Model {
                 for r in offsets[c]..offsets[c + 1] {
                     qbuf.extend_from_slice(group_of(r, head));
                 }
-                obuf.resize(qbuf.len(), 0.0);
                 let seq = SeqKv {
                     block_table: chunk.block_table,
                     context_len: chunk.start + chunk.tokens.len(),
                 };
-                prefill(&qbuf, chunk.start, &seq, &pool, g, scale, &mut obuf, &self.attention)?;
-                for (i, r) in (offsets[c]..offsets[c + 1]).enumerate() {
-                    out[r * qd + head * g * hd..r * qd + (head + 1) * g * hd]
-                        .copy_from_slice(&obuf[i * g * hd..(i + 1) * g * hd]);
-                }
+                let rows = offsets[c] * g * hd..offsets[c + 1] * g * hd;
+                prefill(&qbuf, chunk.start, &seq, &pool, g, scale, &mut head_out[rows], params)?;
+            }
+            Ok::<_, EngineError>(head_out)
+        };
+        // A decode-only step has little work per head: run the heads side by side, one thread
+        // each, rather than splitting every head's small job across all threads.
+        let threads = self.attention.threads;
+        let per_head: Vec<Vec<f32>> = if decodes.len() == chunks.len() && threads > 1 {
+            let single = AttentionParams { threads: 1, ..self.attention };
+            dyno_kernels::threads::run(threads, || {
+                (0..self.kv_heads)
+                    .into_par_iter()
+                    .map(|head| head_attention(head, &single))
+                    .collect::<Result<Vec<_>, _>>()
+            })?
+        } else {
+            (0..self.kv_heads)
+                .map(|head| head_attention(head, &self.attention))
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        for (head, head_out) in per_head.iter().enumerate() {
+            for (r, row) in head_out.chunks_exact(g * hd).enumerate() {
+                out[r * qd + head * g * hd..r * qd + (head + 1) * g * hd].copy_from_slice(row);
             }
         }
         Ok(out)
@@ -571,29 +589,48 @@ impl Model {
             }
         }
 
-        let mut out = vec![0.0; t * hidden];
-        let mut bytes = 0u64;
-        let (mut xe, mut up, mut act, mut down) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for (expert, toks) in layer.experts.iter().zip(&routed) {
-            let Some(expert) = expert else { continue };
-            if toks.is_empty() {
-                continue;
-            }
+        // One expert's SwiGLU on its tokens: `[n, hidden]`, kernels on `threads` workers.
+        let run_expert = |expert: &Expert, toks: &[(usize, f32)], threads: Option<usize>| {
             let n = toks.len();
-            bytes += (expert.up.weight_bytes() + expert.down.weight_bytes()) as u64;
-            xe.clear();
+            let mut xe = Vec::with_capacity(n * hidden);
             for &(tok, _) in toks {
                 xe.extend_from_slice(&h[tok * hidden..(tok + 1) * hidden]);
             }
-            up.resize(n * 2 * width, 0.0);
-            expert.up.forward(&xe, n, &mut up)?;
-            act.resize(n * width, 0.0);
+            let mut up = vec![0.0; n * 2 * width];
+            expert.up.forward_on(&xe, n, &mut up, threads)?;
+            let mut act = vec![0.0; n * width];
             for (u, a) in up.chunks_exact(2 * width).zip(act.chunks_exact_mut(width)) {
                 silu_mul(&u[..width], &u[width..], a)?;
             }
-            down.resize(n * hidden, 0.0);
-            expert.down.forward(&act, n, &mut down)?;
-            // Experts in index order: each token's sum is ordered the same in any batch.
+            let mut down = vec![0.0; n * hidden];
+            expert.down.forward_on(&act, n, &mut down, threads)?;
+            Ok::<_, EngineError>(down)
+        };
+        let active: Vec<(&Expert, &[(usize, f32)])> = layer
+            .experts
+            .iter()
+            .zip(&routed)
+            .filter_map(|(e, toks)| Some((e.as_ref()?, toks.as_slice())))
+            .filter(|(_, toks)| !toks.is_empty())
+            .collect();
+        // With at least one busy expert per thread, run whole experts side by side (one
+        // parallel region per layer) instead of splitting each expert's matmuls.
+        let threads = self.dense.threads;
+        let outputs: Vec<Vec<f32>> = if threads > 1 && active.len() >= threads {
+            dyno_kernels::threads::run(threads, || {
+                active
+                    .par_iter()
+                    .map(|&(e, toks)| run_expert(e, toks, Some(1)))
+                    .collect::<Result<Vec<_>, _>>()
+            })?
+        } else {
+            active.iter().map(|&(e, toks)| run_expert(e, toks, None)).collect::<Result<_, _>>()?
+        };
+        let mut out = vec![0.0; t * hidden];
+        let mut bytes = 0u64;
+        // Experts in index order: each token's sum is ordered the same in any batch.
+        for (&(expert, toks), down) in active.iter().zip(&outputs) {
+            bytes += (expert.up.weight_bytes() + expert.down.weight_bytes()) as u64;
             for (&(tok, p), d) in toks.iter().zip(down.chunks_exact(hidden)) {
                 for (o, &v) in out[tok * hidden..(tok + 1) * hidden].iter_mut().zip(d) {
                     *o += p * v;
