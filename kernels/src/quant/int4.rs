@@ -1,6 +1,8 @@
 //! Int4 weights, Q4_0-like: groups of 32, 64 or 128 along `k`, one `f16` scale per group.
 
-use super::{BLOCK, INT4_GROUPS, QView, QuantParams, check_weight_shape, quantize_block};
+use super::{
+    BLOCK, INT4_GROUPS, QView, QuantParams, SCALE_PAD, check_weight_shape, quantize_block,
+};
 use crate::error::{KernelError, ParamError};
 use half::f16;
 
@@ -16,7 +18,9 @@ const KERNEL: &str = "quant_int4";
 /// Nibble layout, chosen so that AVX2 unpacks 32 weights with one shift and one mask: each row
 /// is `cols / 2` bytes; the 32 weights `32c..32c+32` of chunk `c` live in bytes
 /// `16c..16c+16`, byte `16c + j` holding weight `32c + j` in its low nibble and weight
-/// `32c + 16 + j` in its high nibble. Scales are `[rows, cols / group]` row-major `f16`.
+/// `32c + 16 + j` in its high nibble. Scales are `[rows, cols / group]` row-major `f16`,
+/// stored with [`SCALE_PAD`] zero scales after the last so SIMD kernels may load eight scales
+/// from any group without reading past the allocation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Int4Matrix {
     packed: Vec<u8>,
@@ -57,7 +61,7 @@ impl Int4Matrix {
                 );
             }
         }
-        Ok(Self { packed, scales, rows, cols, group })
+        Ok(Self::with_padding(packed, scales, rows, cols, group))
     }
 
     /// Builds a matrix from stored parts (for loaders): `packed` `[rows, cols / 2]` nibbles in
@@ -85,7 +89,19 @@ impl Int4Matrix {
         if let Some(i) = packed.iter().position(|&b| b & 0x0F == 0 || b >> 4 == 0) {
             return Err(KernelError::shape(KERNEL, format!("packed[{i}] holds nibble 0 (q = -8)")));
         }
-        Ok(Self { packed, scales, rows, cols, group })
+        Ok(Self::with_padding(packed, scales, rows, cols, group))
+    }
+
+    /// Appends the [`SCALE_PAD`] trailing scales (see the type's docs).
+    fn with_padding(
+        packed: Vec<u8>,
+        mut scales: Vec<f16>,
+        rows: usize,
+        cols: usize,
+        group: usize,
+    ) -> Self {
+        scales.extend([f16::ZERO; SCALE_PAD]);
+        Self { packed, scales, rows, cols, group }
     }
 
     /// The packed nibbles, `[rows, cols / 2]` row-major, layout as documented on the type.
@@ -95,7 +111,7 @@ impl Int4Matrix {
 
     /// The per-group scales, `[rows, cols / group]` row-major.
     pub fn scales(&self) -> &[f16] {
-        &self.scales
+        &self.scales[..self.scales.len() - SCALE_PAD]
     }
 
     /// Elements per scale along `k`: 32, 64 or 128.
@@ -108,7 +124,7 @@ impl Int4Matrix {
     fn view(&self) -> QView<'_> {
         QView {
             quants: &self.packed,
-            scales: &self.scales,
+            scales: self.scales(),
             rows: self.rows,
             cols: self.cols,
             group: self.group,

@@ -99,6 +99,10 @@ use serde::{Deserialize, Serialize};
 /// The block size of int8 weights and of quantized activations, in elements along `k`.
 pub const BLOCK: usize = 32;
 
+/// Zero scales stored after an [`Int4Matrix`]'s last scale, so the SIMD kernels can load eight
+/// `f16` scales from any group of any row (a [`QView`] of an int4 matrix promises them).
+pub(crate) const SCALE_PAD: usize = 8;
+
 /// The int4 group sizes supported.
 pub const INT4_GROUPS: [usize; 3] = [32, 64, 128];
 
@@ -530,17 +534,21 @@ fn run_task(
 fn gemv_rows(view: QView, qa: &QuantizedActs, vnni: bool, j0: usize, out: &mut [f32]) -> usize {
     const R: usize = simd::GEMV_ROWS;
     let groups = view.groups_per_row();
-    // Padded by 8: the int4 kernel loads eight scales from each step's first group.
-    let mut wscale = vec![0.0f32; R * groups + 8];
     let full = out.len() / R * R;
     let chunk_pairs = qa.pairs.first();
+    // The generic kernel reads f32 scales; the int4 pair kernel converts f16 in registers.
+    let mut wscale = if chunk_pairs.is_some() { Vec::new() } else { vec![0.0f32; R * groups] };
     for (i, dst) in out[..full].chunks_exact_mut(R).enumerate() {
         let j = j0 + i * R;
-        simd::scales_to_f32(&view.scales[j * groups..(j + R) * groups], &mut wscale[..R * groups]);
+        let row_scales = &view.scales[j * groups..(j + R) * groups];
+        if chunk_pairs.is_none() {
+            simd::scales_to_f32(row_scales, &mut wscale);
+        }
         let args = simd::GemvArgs {
             w: view.row_quants(j).as_ptr(),
             row_bytes: view.row_bytes(),
             ws: wscale.as_ptr(),
+            ws16: row_scales.as_ptr().cast(),
             shift: view.group_shift(),
             x: qa.q.as_ptr(),
             xs: qa.scales.as_ptr(),
@@ -548,8 +556,10 @@ fn gemv_rows(view: QView, qa: &QuantizedActs, vnni: bool, j0: usize, out: &mut [
             k: view.cols,
         };
         // SAFETY: the path was chosen by feature detection (AVX2+FMA+F16C, AVX-VNNI when
-        // `vnni`); rows `j..j + R` exist (`j + R <= j0 + out.len() <= view.rows`), `wscale`
-        // holds their scales, `qa` is one activation row of `view.cols`, `dst` has `R` slots.
+        // `vnni`); rows `j..j + R` exist (`j + R <= j0 + out.len() <= view.rows`); `wscale`
+        // holds their scales for the generic kernel; the pair kernel reads `ws16`, the view's
+        // own f16 scales, which an int4 matrix pads by `SCALE_PAD`; `qa` is one activation
+        // row of `view.cols`; `dst` has `R` slots.
         unsafe {
             match chunk_pairs {
                 Some(pairs) => simd::gemv_q4_dispatch(vnni, &args, pairs, dst.as_mut_ptr()),

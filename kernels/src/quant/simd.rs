@@ -379,8 +379,11 @@ pub(super) struct GemvArgs {
     pub w: *const u8,
     /// Bytes per weight row.
     pub row_bytes: usize,
-    /// `GEMV_ROWS` rows of `k / group` weight scales as `f32`, back to back.
+    /// `GEMV_ROWS` rows of `k / group` weight scales as `f32`, back to back (generic kernel).
     pub ws: *const f32,
+    /// The same scales as stored (`f16` bits), followed by at least 8 readable values (the
+    /// int4 pair kernel).
+    pub ws16: *const u16,
     /// log2 of 32-element chunks per weight group.
     pub shift: u32,
     /// The activation row's quants (`k`).
@@ -480,7 +483,7 @@ fn dot_pair_vnni(lo: __m256i, xa: __m256i, hi: __m256i, xb: __m256i) -> __m256i 
 ///
 /// # Safety
 /// AVX2+FMA (and AVX-VNNI when `vnni`); pointers as in [`GemvArgs`] with `a.k % 256 == 0`,
-/// and at least 8 readable floats from any group's scale (pad `a.ws` by 8); `pairs` holds the
+/// and at least 8 readable `f16` scales from any group's (`a.ws16`, see `SCALE_PAD`); `pairs` holds the
 /// same activation row arranged as [`super::act::ChunkPairs`]; `out` has `GEMV_ROWS` slots.
 pub(super) unsafe fn gemv_q4_dispatch(
     vnni: bool,
@@ -506,6 +509,7 @@ macro_rules! gemv_q4_kernel {
         /// # Safety
         /// As [`gemv_q4_dispatch`], with the CPU features enabled below.
         #[target_feature(enable = $features)]
+        #[target_feature(enable = "f16c")]
         unsafe fn $name(a: &GemvArgs, pairs: &super::act::ChunkPairs, out: *mut f32) {
             const R: usize = GEMV_ROWS;
             let chunks = a.k / BLOCK;
@@ -543,17 +547,43 @@ macro_rules! gemv_q4_kernel {
                             _mm256_hadd_epi32(d[0], d[1]),
                             _mm256_hadd_epi32(d[2], d[3]),
                         );
-                        let ws = _mm256_loadu_ps(a.ws.add(r * groups + g0));
+                        let ws16 = _mm_loadu_si128(a.ws16.add(r * groups + g0).cast());
+                        let ws = _mm256_cvtph_ps(ws16);
                         let scale = _mm256_mul_ps(_mm256_permutevar8x32_ps(ws, scale_idx), xs);
                         *acc_r = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, *acc_r);
                     }
                 }
                 for (r, acc_r) in acc.iter().enumerate() {
-                    *out.add(r) = hsum(*acc_r) - dot_f32(a.ws.add(r * groups), a.xc, groups);
+                    *out.add(r) = hsum(*acc_r) - dot_f16_f32(a.ws16.add(r * groups), a.xc, groups);
                 }
             }
         }
     };
+}
+
+/// `Σ_g a[g] · b[g]` over `len` values, `a` as `f16` bits.
+///
+/// # Safety
+/// AVX2+FMA+F16C; `len` readable values at `a` and `b`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn dot_f16_f32(a: *const u16, b: *const f32, len: usize) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    // SAFETY: `i + 8 <= len` and `i < len` keep every read in bounds (contract).
+    unsafe {
+        while i + 8 <= len {
+            let av = _mm256_cvtph_ps(_mm_loadu_si128(a.add(i).cast()));
+            acc = _mm256_fmadd_ps(av, _mm256_loadu_ps(b.add(i)), acc);
+            i += 8;
+        }
+        let mut total = hsum(acc);
+        while i < len {
+            total += f16::from_bits(*a.add(i)).to_f32() * *b.add(i);
+            i += 1;
+        }
+        total
+    }
 }
 
 gemv_q4_kernel!(gemv_q4_avx2, "avx2,fma", dot_pair_maddubs);
