@@ -98,7 +98,13 @@ pub type F32Matrix = DenseMatrix<f32>;
 impl<T: DenseElem> DenseMatrix<T> {
     /// Converts a row-major `rows × cols` `f32` weight (bf16: round to nearest even).
     pub fn from_f32(w: &[f32], rows: usize, cols: usize) -> Result<Self, KernelError> {
-        Self::from_vec(w.iter().map(|&v| T::from_f32(v)).collect(), rows, cols)
+        let mut data: Vec<T> = Vec::with_capacity(w.len());
+        crate::memory::advise_huge_pages(
+            data.as_ptr().cast(),
+            std::mem::size_of_val(w) / 4 * std::mem::size_of::<T>(),
+        );
+        data.extend(w.iter().map(|&v| T::from_f32(v)));
+        Self::from_vec(data, rows, cols)
     }
 
     /// Wraps stored values (for loaders), `[rows, cols]` row-major.

@@ -21,6 +21,7 @@ pub mod error;
 pub mod gemm;
 pub mod isa;
 pub mod machine;
+pub mod memory;
 pub mod ops;
 pub mod quant;
 pub mod threads;

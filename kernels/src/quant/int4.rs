@@ -50,6 +50,7 @@ impl Int4Matrix {
         check_group(group)?;
         check_weight_shape(KERNEL, w.len(), rows, cols, group)?;
         let mut packed = Vec::with_capacity(w.len() / 2);
+        crate::memory::advise_huge_pages(packed.as_ptr(), packed.capacity());
         let mut scales = Vec::with_capacity(w.len() / group);
         let mut q = vec![0i8; group];
         for wg in w.chunks_exact(group) {

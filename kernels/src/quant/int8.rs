@@ -25,6 +25,7 @@ impl Int8Matrix {
     pub fn quantize(w: &[f32], rows: usize, cols: usize) -> Result<Self, KernelError> {
         check_weight_shape(KERNEL, w.len(), rows, cols, BLOCK)?;
         let mut quants = vec![0i8; w.len()];
+        crate::memory::advise_huge_pages(quants.as_ptr().cast(), quants.len());
         let mut scales = Vec::with_capacity(w.len() / BLOCK);
         for (wb, qb) in w.chunks_exact(BLOCK).zip(quants.chunks_exact_mut(BLOCK)) {
             scales.push(quantize_block(KERNEL, wb, 127.0, qb)?);
