@@ -501,6 +501,42 @@ const PREFETCH_ROWS: usize = 8;
 /// Chunk (of the eight in a step) whose sum lands in each lane after the `vphaddd` fold.
 pub(super) const PAIR_LANE_CHUNKS: [usize; 8] = [0, 2, 4, 6, 1, 3, 5, 7];
 
+/// The low and high nibbles of one eight-chunk step (four 32-byte pairs) at `w`: pair `p`'s
+/// low nibbles hold weights 0..16 of chunks `2p` (lane 0) and `2p + 1` (lane 1), its high
+/// nibbles weights 16..32.
+///
+/// # Safety
+/// AVX2; 128 readable bytes at `w`.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn unpack_step(w: *const u8, mask: __m256i) -> ([__m256i; 4], [__m256i; 4]) {
+    let mut lo = [_mm256_setzero_si256(); 4];
+    let mut hi = [_mm256_setzero_si256(); 4];
+    for p in 0..4 {
+        // SAFETY: `32 * p + 32 <= 128` bytes (contract).
+        let v = unsafe { _mm256_loadu_si256(w.add(32 * p).cast()) };
+        lo[p] = _mm256_and_si256(v, mask);
+        hi[p] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+    }
+    (lo, hi)
+}
+
+/// The eight chunk sums of one step, in [`PAIR_LANE_CHUNKS`] lane order: each pair's two dot
+/// products against the pair-interleaved activations at `$xq` (256 bytes), folded by three
+/// `vphaddd`. A macro because `$dot2` differs between the AVX2 and AVX-VNNI kernels; expands
+/// inside their `unsafe` blocks.
+macro_rules! fold_step {
+    ($dot2:ident, $lo:expr, $hi:expr, $xq:expr) => {{
+        let mut d = [_mm256_setzero_si256(); 4];
+        for (p, d_p) in d.iter_mut().enumerate() {
+            let xa = _mm256_loadu_si256($xq.add(64 * p).cast());
+            let xb = _mm256_loadu_si256($xq.add(64 * p + 32).cast());
+            *d_p = $dot2($lo[p], xa, $hi[p], xb);
+        }
+        _mm256_hadd_epi32(_mm256_hadd_epi32(d[0], d[1]), _mm256_hadd_epi32(d[2], d[3]))
+    }};
+}
+
 /// Defines the chunk-pair int4 GEMV micro-kernel (see [`gemv_q4_dispatch`]).
 macro_rules! gemv_q4_kernel {
     ($name:ident, $features:literal, $dot2:ident) => {
@@ -534,19 +570,8 @@ macro_rules! gemv_q4_kernel {
                         let ahead = w.wrapping_add(PREFETCH_ROWS * a.row_bytes);
                         _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
                         _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64).cast());
-                        let mut d = [_mm256_setzero_si256(); 4];
-                        for (p, d_p) in d.iter_mut().enumerate() {
-                            let v = _mm256_loadu_si256(w.add(32 * p).cast());
-                            let lo = _mm256_and_si256(v, mask);
-                            let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
-                            let xa = _mm256_loadu_si256(xq.add(64 * p).cast());
-                            let xb = _mm256_loadu_si256(xq.add(64 * p + 32).cast());
-                            *d_p = $dot2(lo, xa, hi, xb);
-                        }
-                        let sums = _mm256_hadd_epi32(
-                            _mm256_hadd_epi32(d[0], d[1]),
-                            _mm256_hadd_epi32(d[2], d[3]),
-                        );
+                        let (lo, hi) = unpack_step(w, mask);
+                        let sums = fold_step!($dot2, lo, hi, xq);
                         let ws16 = _mm_loadu_si128(a.ws16.add(r * groups + g0).cast());
                         let ws = _mm256_cvtph_ps(ws16);
                         let scale = _mm256_mul_ps(_mm256_permutevar8x32_ps(ws, scale_idx), xs);
@@ -658,27 +683,12 @@ macro_rules! rows_q4_kernel {
             unsafe {
                 for step in 0..chunks / 8 {
                     let w = a.w.add(128 * step);
-                    let mut lo = [_mm256_setzero_si256(); 4];
-                    let mut hi = [_mm256_setzero_si256(); 4];
-                    for p in 0..4 {
-                        let v = _mm256_loadu_si256(w.add(32 * p).cast());
-                        lo[p] = _mm256_and_si256(v, mask);
-                        hi[p] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
-                    }
+                    let (lo, hi) = unpack_step(w, mask);
                     let ws = _mm256_loadu_ps(a.ws.add((8 * step) >> a.shift));
                     let ws = _mm256_permutevar8x32_ps(ws, scale_idx);
                     for (r, acc_r) in acc.iter_mut().enumerate() {
                         let xq = pairs[r].q.as_ptr().add(256 * step);
-                        let mut d = [_mm256_setzero_si256(); 4];
-                        for (p, d_p) in d.iter_mut().enumerate() {
-                            let xa = _mm256_loadu_si256(xq.add(64 * p).cast());
-                            let xb = _mm256_loadu_si256(xq.add(64 * p + 32).cast());
-                            *d_p = $dot2(lo[p], xa, hi[p], xb);
-                        }
-                        let sums = _mm256_hadd_epi32(
-                            _mm256_hadd_epi32(d[0], d[1]),
-                            _mm256_hadd_epi32(d[2], d[3]),
-                        );
+                        let sums = fold_step!($dot2, lo, hi, xq);
                         let xs = _mm256_loadu_ps(pairs[r].scales.as_ptr().add(8 * step));
                         *acc_r = _mm256_fmadd_ps(
                             _mm256_cvtepi32_ps(sums),
