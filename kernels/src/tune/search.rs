@@ -234,37 +234,52 @@ pub fn search<S: SearchSpace>(
             continue;
         }
 
-        let mut record = CacheRecord {
-            machine: key.machine.to_string(),
-            kernel: key.kernel.to_string(),
-            shape: key.dims.clone(),
-            params: value,
-            status: RecordStatus::Rejected,
-            median_s: None,
-            gflops: None,
-            gb_per_s: None,
-            repeats: 0,
-            max_abs_err: None,
-            note: None,
-        };
-        match evaluate(&params)? {
-            Verdict::Rejected { max_abs_err, note } => {
-                record.max_abs_err = max_abs_err.filter(|e| e.is_finite());
-                record.note = Some(note);
-            }
-            Verdict::Timed { median_s, repeats, gflops, gb_per_s, max_abs_err } => {
-                record.status = RecordStatus::Ok;
-                record.median_s = Some(median_s);
-                record.gflops = Some(gflops);
-                record.gb_per_s = gb_per_s;
-                record.repeats = repeats;
-                record.max_abs_err = Some(max_abs_err);
-            }
-        }
+        let record = verdict_record(key, value, evaluate(&params)?, None);
         outcomes.push(CandidateOutcome::from_record(params, &record, false));
         cache.append(record)?;
     }
     Ok(outcomes)
+}
+
+/// The cache record of `verdict` on the candidate `params` of `key`; `tag` (a record
+/// [`confirm`] writes) prefixes the note.
+fn verdict_record(
+    key: &SearchKey<'_>,
+    params: serde_json::Value,
+    verdict: Verdict,
+    tag: Option<&str>,
+) -> CacheRecord {
+    let mut record = CacheRecord {
+        machine: key.machine.to_string(),
+        kernel: key.kernel.to_string(),
+        shape: key.dims.clone(),
+        params,
+        status: RecordStatus::Rejected,
+        median_s: None,
+        gflops: None,
+        gb_per_s: None,
+        repeats: 0,
+        max_abs_err: None,
+        note: tag.map(str::to_string),
+    };
+    match verdict {
+        Verdict::Rejected { max_abs_err, note } => {
+            record.max_abs_err = max_abs_err.filter(|e| e.is_finite());
+            record.note = Some(match tag {
+                Some(t) => format!("{t}; rejected: {note}"),
+                None => note,
+            });
+        }
+        Verdict::Timed { median_s, repeats, gflops, gb_per_s, max_abs_err } => {
+            record.status = RecordStatus::Ok;
+            record.median_s = Some(median_s);
+            record.gflops = Some(gflops);
+            record.gb_per_s = gb_per_s;
+            record.repeats = repeats;
+            record.max_abs_err = Some(max_abs_err);
+        }
+    }
+    record
 }
 
 /// Note that marks a record written by [`confirm`].
@@ -338,34 +353,8 @@ pub fn confirm<P: Serialize + DeserializeOwned>(
             }
         }
         for ((_, value), verdict) in pending.into_iter().zip(best) {
-            let mut record = CacheRecord {
-                machine: key.machine.to_string(),
-                kernel: key.kernel.to_string(),
-                shape: key.dims.clone(),
-                params: value,
-                status: RecordStatus::Rejected,
-                median_s: None,
-                gflops: None,
-                gb_per_s: None,
-                repeats: 0,
-                max_abs_err: None,
-                note: Some(CONFIRMED.to_string()),
-            };
-            match verdict {
-                Some(Verdict::Timed { median_s, repeats, gflops, gb_per_s, max_abs_err }) => {
-                    record.status = RecordStatus::Ok;
-                    record.median_s = Some(median_s);
-                    record.gflops = Some(gflops);
-                    record.gb_per_s = gb_per_s;
-                    record.repeats = repeats;
-                    record.max_abs_err = Some(max_abs_err);
-                }
-                Some(Verdict::Rejected { max_abs_err, note }) => {
-                    record.max_abs_err = max_abs_err.filter(|e| e.is_finite());
-                    record.note = Some(format!("{CONFIRMED}; rejected: {note}"));
-                }
-                None => continue,
-            }
+            let Some(verdict) = verdict else { continue };
+            let record = verdict_record(key, value, verdict, Some(CONFIRMED));
             cache.append(record)?;
             retimed += 1;
         }
