@@ -36,6 +36,17 @@ fn tune(cache: &Path, extra: &[&str]) -> Output {
     tune_on(cache, ["--shape", "6,300,600"], ["5", "7", "1"], extra)
 }
 
+/// A second tuning run over the same cache reused all `cached` results, measured nothing and
+/// wrote nothing (the cache still has `lines` lines).
+fn assert_rerun_measures_nothing(second: &Output, cache: &Path, cached: usize, lines: usize) {
+    let (stdout, stderr) = text(second);
+    assert!(second.status.success(), "{stderr}");
+    assert!(stdout.contains(&format!("reused {cached} cached results")), "{stdout}");
+    assert!(stdout.contains("(0 measured)"), "{stdout}");
+    let now = std::fs::read_to_string(cache).unwrap().lines().count();
+    assert_eq!(now, lines, "nothing re-measured");
+}
+
 /// Cache lines written by the search itself, not by the confirmation of the best candidates.
 fn count_search_records(lines: &str) -> usize {
     let confirmed = dyno_kernels::tune::search::CONFIRMED;
@@ -68,16 +79,7 @@ fn tune_writes_valid_params_and_a_second_run_reuses_the_cache() {
         assert_eq!(v["shape"], serde_json::json!([6, 300, 600]));
     }
 
-    let second = tune(&cache, &[]);
-    let (stdout, stderr) = text(&second);
-    assert!(second.status.success(), "{stderr}");
-    assert!(stdout.contains("reused 5 cached results"), "{stdout}");
-    assert!(stdout.contains("(0 measured)"), "{stdout}");
-    assert_eq!(
-        std::fs::read_to_string(&cache).unwrap().lines().count(),
-        lines_after_first,
-        "nothing re-measured"
-    );
+    assert_rerun_measures_nothing(&tune(&cache, &[]), &cache, 5, lines_after_first);
 }
 
 #[test]
@@ -227,15 +229,11 @@ fn attention_tune_writes_params_and_a_second_run_reuses_the_cache() {
         assert!(v["median_s"].as_f64().is_some() && v["gflops"].as_f64().is_some(), "{v}");
     }
 
-    let second = tune_attention(&cache, shape, &[]);
-    let (stdout, stderr) = text(&second);
-    assert!(second.status.success(), "{stderr}");
-    assert!(stdout.contains("reused 4 cached results"), "{stdout}");
-    assert!(stdout.contains("(0 measured)"), "{stdout}");
-    assert_eq!(
-        std::fs::read_to_string(&cache).unwrap().lines().count(),
+    assert_rerun_measures_nothing(
+        &tune_attention(&cache, shape, &[]),
+        &cache,
+        4,
         lines_after_first,
-        "nothing re-measured"
     );
 }
 

@@ -147,6 +147,44 @@ pub struct EngineMetrics {
     pub step_seconds: Histogram,
 }
 
+impl EngineMetrics {
+    /// Zero counters, nothing waiting or running, `kv_blocks_free` blocks free.
+    pub fn new(kv_blocks_free: usize) -> Self {
+        Self {
+            waiting: 0,
+            running: 0,
+            kv_blocks_used: 0,
+            kv_blocks_free,
+            preemptions_total: 0,
+            prompt_tokens_total: 0,
+            generated_tokens_total: 0,
+            requests_finished_total: 0,
+            requests_aborted_total: 0,
+            step_seconds: Histogram::step_time(),
+        }
+    }
+
+    /// Adds `other` (another replica) into `self`: gauges and counters summed, histograms
+    /// merged bucket by bucket (both use [`Histogram::step_time`] bounds).
+    pub fn add(&mut self, other: &EngineMetrics) {
+        self.waiting += other.waiting;
+        self.running += other.running;
+        self.kv_blocks_used += other.kv_blocks_used;
+        self.kv_blocks_free += other.kv_blocks_free;
+        self.preemptions_total += other.preemptions_total;
+        self.prompt_tokens_total += other.prompt_tokens_total;
+        self.generated_tokens_total += other.generated_tokens_total;
+        self.requests_finished_total += other.requests_finished_total;
+        self.requests_aborted_total += other.requests_aborted_total;
+        let (h, o) = (&mut self.step_seconds, &other.step_seconds);
+        for (a, b) in h.counts.iter_mut().zip(&o.counts) {
+            *a += b;
+        }
+        h.sum += o.sum;
+        h.count += o.count;
+    }
+}
+
 /// An engine as a front end uses it. Implemented by [`crate::engine::EngineHandle`].
 pub trait Backend: Send + Sync + 'static {
     /// The model's name, as `/v1/models` lists it.

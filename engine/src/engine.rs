@@ -7,14 +7,12 @@
 //! finished. [`EngineHandle`] runs `dp` engines on their own threads behind the
 //! [`Backend`] interface the HTTP server uses.
 
-use crate::api::{
-    Backend, EngineMetrics, Event, FinishReason, GenerateRequest, Histogram, SubmitError,
-};
+use crate::api::{Backend, EngineMetrics, Event, FinishReason, GenerateRequest, SubmitError};
 use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::model::{ForwardOutput, Model, SeqChunk};
 use crate::model_config::ModelConfig;
-use crate::parallel::{Executor, MultiRank, SingleRank};
+use crate::parallel::{Executor, MultiRank, SingleRank, lock};
 use crate::sampler::Sampler;
 use crate::scheduler::{AddError, Scheduler, SchedulerConfig, SeqId, Step};
 use crate::tokenizer::EOS;
@@ -116,18 +114,7 @@ impl Engine {
             max_waiting: config.max_waiting,
             max_context: cfg.max_context,
         });
-        let metrics = EngineMetrics {
-            waiting: 0,
-            running: 0,
-            kv_blocks_used: 0,
-            kv_blocks_free: num_blocks,
-            preemptions_total: 0,
-            prompt_tokens_total: 0,
-            generated_tokens_total: 0,
-            requests_finished_total: 0,
-            requests_aborted_total: 0,
-            step_seconds: Histogram::step_time(),
-        };
+        let metrics = EngineMetrics::new(num_blocks);
         Self {
             model: cfg.clone(),
             exec,
@@ -498,45 +485,11 @@ impl Backend for EngineHandle {
     }
 
     fn metrics(&self) -> EngineMetrics {
-        let mut total: Option<EngineMetrics> = None;
+        let mut total = EngineMetrics::new(0);
         for r in &self.replicas {
-            let m = match r.metrics.lock() {
-                Ok(m) => m.clone(),
-                Err(p) => p.into_inner().clone(),
-            };
-            total = Some(match total {
-                None => m,
-                Some(mut t) => {
-                    t.waiting += m.waiting;
-                    t.running += m.running;
-                    t.kv_blocks_used += m.kv_blocks_used;
-                    t.kv_blocks_free += m.kv_blocks_free;
-                    t.preemptions_total += m.preemptions_total;
-                    t.prompt_tokens_total += m.prompt_tokens_total;
-                    t.generated_tokens_total += m.generated_tokens_total;
-                    t.requests_finished_total += m.requests_finished_total;
-                    t.requests_aborted_total += m.requests_aborted_total;
-                    for (a, b) in t.step_seconds.counts.iter_mut().zip(&m.step_seconds.counts) {
-                        *a += b;
-                    }
-                    t.step_seconds.sum += m.step_seconds.sum;
-                    t.step_seconds.count += m.step_seconds.count;
-                    t
-                }
-            });
+            total.add(&lock(&r.metrics));
         }
-        total.unwrap_or_else(|| EngineMetrics {
-            waiting: 0,
-            running: 0,
-            kv_blocks_used: 0,
-            kv_blocks_free: 0,
-            preemptions_total: 0,
-            prompt_tokens_total: 0,
-            generated_tokens_total: 0,
-            requests_finished_total: 0,
-            requests_aborted_total: 0,
-            step_seconds: Histogram::step_time(),
-        })
+        total
     }
 
     fn stop_accepting(&self) {
@@ -623,9 +576,7 @@ fn replica_loop(
             }
         }
         left.store(engine.left_waiting_total() + refused, Ordering::SeqCst);
-        if let Ok(mut m) = metrics.lock() {
-            *m = engine.metrics();
-        }
+        *lock(&metrics) = engine.metrics();
     }
 }
 

@@ -63,6 +63,8 @@ pub struct ParamCounts {
     pub linear: u64,
     /// Parameters kept in `f32` whatever the quantization: embedding table, norms, router.
     pub f32_kept: u64,
+    /// The linear-layer part of `active` (what a decode token streams at the weight format).
+    pub active_linear: u64,
 }
 
 impl ModelConfig {
@@ -187,11 +189,9 @@ impl ModelConfig {
         let layers = self.layers as u64;
         let linear = layers * (attn + e * expert) + head;
         let f32_kept = layers * (router + norms_per_layer) + embed + h;
-        let active = layers * (attn + self.top_k as u64 * expert + router + norms_per_layer)
-            + embed
-            + h
-            + head;
-        ParamCounts { total: linear + f32_kept, active, linear, f32_kept }
+        let active_linear = layers * (attn + self.top_k as u64 * expert) + head;
+        let active = active_linear + layers * (router + norms_per_layer) + embed + h;
+        ParamCounts { total: linear + f32_kept, active, linear, f32_kept, active_linear }
     }
 
     /// Bytes of weights held at `format` (linear layers at the format, the rest `f32`).
@@ -204,12 +204,11 @@ impl ModelConfig {
     /// `format`, the router and norms, one embedding row. The bandwidth roofline's numerator
     /// (plus the KV cache, which depends on the context).
     pub fn active_weight_bytes(&self, format: WeightFormat) -> u64 {
-        let (h, w) = (self.hidden as u64, self.expert_width as u64);
-        let layers = self.layers as u64;
-        let attn = h * self.q_dim() as u64 * 2 + h * self.kv_dim() as u64 * 2;
-        let linear = layers * (attn + self.top_k as u64 * 3 * h * w) + self.vocab as u64 * h;
-        let kept = layers * (self.experts as u64 * h + 2 * h) + 2 * h;
-        (linear as f64 * format.bytes_per_weight()) as u64 + kept * 4
+        let p = self.params();
+        let h = self.hidden as u64;
+        // The f32 part of `active`, with one embedding row in place of the whole table.
+        let kept = p.active - p.active_linear - self.vocab as u64 * h + h;
+        (p.active_linear as f64 * format.bytes_per_weight()) as u64 + kept * 4
     }
 
     /// Bytes of KV cache per token at `f32` (K and V, every layer and KV head).

@@ -99,7 +99,9 @@ impl Collective for RankComm {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Locks `m`, taking over a poisoned lock: every value guarded here stays consistent between
+/// writes (a panicking holder leaves the last complete value).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 

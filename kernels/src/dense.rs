@@ -99,10 +99,7 @@ impl<T: DenseElem> DenseMatrix<T> {
     /// Converts a row-major `rows × cols` `f32` weight (bf16: round to nearest even).
     pub fn from_f32(w: &[f32], rows: usize, cols: usize) -> Result<Self, KernelError> {
         let mut data: Vec<T> = Vec::with_capacity(w.len());
-        crate::memory::advise_huge_pages(
-            data.as_ptr().cast(),
-            std::mem::size_of_val(w) / 4 * std::mem::size_of::<T>(),
-        );
+        crate::memory::advise_huge_pages(data.as_ptr().cast(), w.len() * size_of::<T>());
         data.extend(w.iter().map(|&v| T::from_f32(v)));
         Self::from_vec(data, rows, cols)
     }

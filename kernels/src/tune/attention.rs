@@ -609,9 +609,13 @@ pub fn cached_best(
     shape: &AttentionShape,
     threads: usize,
 ) -> Option<(AttentionParams, f64)> {
-    let usable = |p: &AttentionParams| p.threads == threads && p.validate().is_ok();
-    let (p, rec) = search::cached_best(cache, &key(machine, shape), usable)?;
+    let (p, rec) = search::cached_best(cache, &key(machine, shape), usable_at(threads))?;
     Some((p, rec.median_s?))
+}
+
+/// Which cached params count here: the requested thread count, valid on this machine.
+fn usable_at(threads: usize) -> impl Fn(&AttentionParams) -> bool {
+    move |p| p.threads == threads && p.validate().is_ok()
 }
 
 /// Tunes `runner` for `shape` on the machine `machine` (a [`crate::machine::MachineId::key`]),
@@ -630,7 +634,7 @@ pub fn tune_attention(
     let mut operands: Option<Operands> = None;
     let mut refs = GateRefs::new();
 
-    let mut evaluate = |params: &AttentionParams| {
+    let evaluate = |params: &AttentionParams| {
         let gs = gate_shape(shape, params, opts.gate_max_macs);
         Verdict::gated(gate(runner, params, gs, opts.tolerance, &mut refs, opts.seed), || {
             let ops = operands
@@ -642,36 +646,24 @@ pub fn tune_attention(
             Ok((t, shape.flops(), kv_bytes))
         })
     };
-    let outcomes = search::search(
+    let tuned = search::search_and_confirm(
         &space,
         default,
         opts.budget,
         opts.seed,
         cache,
         &key(machine, shape),
-        &mut evaluate,
+        usable_at(threads),
+        evaluate,
     )?;
-    search::confirm(
-        cache,
-        &key(machine, shape),
-        search::CONFIRM_TOP,
-        search::CONFIRM_ROUNDS,
-        Some(&default),
-        |p: &AttentionParams| p.threads == threads && p.validate().is_ok(),
-        &mut evaluate,
-    )?;
-
-    let (best, best_median_s) =
-        cached_best(cache, machine, shape, threads).ok_or(TuneError::NoValidCandidate {
+    let outcomes = tuned.outcomes;
+    let (best, best_median_s) = tuned.best.and_then(|(p, r)| Some((p, r.median_s?))).ok_or(
+        TuneError::NoValidCandidate {
             target: TuneTarget::AttentionF32(*shape),
             tried: outcomes.len(),
-        })?;
-    // The defaults' latest record: re-timed beside the best by the confirmation.
-    let default_value = serde_json::to_value(default).unwrap_or(serde_json::Value::Null);
-    let default_median_s = cache
-        .lookup(machine, shape.kernel_name(), &shape.dims(), &default_value)
-        .and_then(|r| r.median_s)
-        .or_else(|| outcomes.first().and_then(|o| o.median_s));
+        },
+    )?;
+    let default_median_s = tuned.default.and_then(|r| r.median_s);
     Ok(AttentionTuneReport {
         machine: machine.to_string(),
         shape: *shape,

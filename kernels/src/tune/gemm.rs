@@ -285,9 +285,13 @@ pub fn cached_best(
     shape: GemmShape,
     threads: usize,
 ) -> Option<(GemmParams, f64)> {
-    let usable = |p: &GemmParams| p.threads == threads && p.validate().is_ok();
-    let (p, rec) = search::cached_best(cache, &key(machine, shape), usable)?;
+    let (p, rec) = search::cached_best(cache, &key(machine, shape), usable_at(threads))?;
     Some((p, rec.gflops?))
+}
+
+/// Which cached params count here: the requested thread count, valid on this machine.
+fn usable_at(threads: usize) -> impl Fn(&GemmParams) -> bool {
+    move |p| p.threads == threads && p.validate().is_ok()
 }
 
 /// Tunes `runner` for `shape` on the machine `machine` (a [`crate::machine::MachineId::key`]),
@@ -305,7 +309,7 @@ pub fn tune_gemm(
     let mut operands: Option<GemmOperands> = None;
     let mut refs = HashMap::new();
 
-    let mut evaluate = |params: &GemmParams| {
+    let evaluate = |params: &GemmParams| {
         let gs = gate_shape(shape, params, opts.gate_max_macs);
         Verdict::gated(gate(runner, params, gs, opts.tolerance, &mut refs, opts.seed), || {
             let ops = operands.get_or_insert_with(|| {
@@ -315,36 +319,23 @@ pub fn tune_gemm(
             Ok((t, shape.flops(), None))
         })
     };
-    let outcomes = search::search(
+    let tuned = search::search_and_confirm(
         &space,
         default,
         opts.budget,
         opts.seed,
         cache,
         &key(machine, shape),
-        &mut evaluate,
+        usable_at(threads),
+        evaluate,
     )?;
-    search::confirm(
-        cache,
-        &key(machine, shape),
-        search::CONFIRM_TOP,
-        search::CONFIRM_ROUNDS,
-        Some(&default),
-        |p: &GemmParams| p.threads == threads && p.validate().is_ok(),
-        &mut evaluate,
-    )?;
-
+    let outcomes = tuned.outcomes;
     let (best, best_gflops) =
-        cached_best(cache, machine, shape, threads).ok_or(TuneError::NoValidCandidate {
+        tuned.best.and_then(|(p, r)| Some((p, r.gflops?))).ok_or(TuneError::NoValidCandidate {
             target: TuneTarget::GemmF32(shape),
             tried: outcomes.len(),
         })?;
-    // The defaults' latest record: re-timed beside the best by the confirmation.
-    let default_value = serde_json::to_value(default).unwrap_or(serde_json::Value::Null);
-    let default_gflops = cache
-        .lookup(machine, KERNEL_NAME, &shape.dims(), &default_value)
-        .and_then(|r| r.gflops)
-        .or_else(|| outcomes.first().and_then(|o| o.gflops));
+    let default_gflops = tuned.default.and_then(|r| r.gflops);
     let Tally { measured, cached, rejected } = Tally::of(&outcomes);
     Ok(GemmTuneReport {
         machine: machine.to_string(),

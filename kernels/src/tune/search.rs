@@ -362,6 +362,39 @@ pub fn confirm<P: Serialize + DeserializeOwned>(
     Ok(retimed)
 }
 
+/// What one tuning run leaves, after [`search_and_confirm`].
+#[derive(Debug, Clone)]
+pub struct Tuned<P> {
+    /// Every candidate the search considered, in order (the defaults first).
+    pub outcomes: Vec<CandidateOutcome<P>>,
+    /// The fastest usable params after confirmation, with their latest record.
+    pub best: Option<(P, CacheRecord)>,
+    /// The defaults' latest record: re-timed beside the best by the confirmation.
+    pub default: Option<CacheRecord>,
+}
+
+/// The whole tuning run every kernel shares: [`search`] from `default`, then [`confirm`] the
+/// top candidates and the defaults, then read the winner and the defaults' latest timing.
+/// `usable` filters cached records (threads, validity on this machine).
+#[allow(clippy::too_many_arguments)]
+pub fn search_and_confirm<S: SearchSpace>(
+    space: &S,
+    default: S::Params,
+    budget: usize,
+    seed: u64,
+    cache: &mut KernelCache,
+    key: &SearchKey<'_>,
+    usable: impl Fn(&S::Params) -> bool,
+    mut evaluate: impl FnMut(&S::Params) -> Result<Verdict, KernelError>,
+) -> Result<Tuned<S::Params>, KernelError> {
+    let outcomes = search(space, default, budget, seed, cache, key, &mut evaluate)?;
+    confirm(cache, key, CONFIRM_TOP, CONFIRM_ROUNDS, Some(&default), &usable, &mut evaluate)?;
+    let best = cached_best(cache, key, &usable).map(|(p, r)| (p, r.clone()));
+    let default =
+        cache.lookup(key.machine, key.kernel, &key.dims, &params_value(&default)).cloned();
+    Ok(Tuned { outcomes, best, default })
+}
+
 /// The fastest cached params for `key` that parse as `P` and that `usable` accepts, with their
 /// record. Records whose params no longer parse (a renamed field) are skipped.
 pub fn cached_best<'c, P: DeserializeOwned>(
