@@ -202,7 +202,7 @@ pub fn run_bench(
     let mut gemv: Vec<GemvVariant> = opts
         .gemv_shapes
         .iter()
-        .map(|&(n, k)| gemv_variants(n, k, threads))
+        .map(|&(n, k)| gemv_variants(n, k, threads, opts.timing.rotate_bytes))
         .collect::<Result<Vec<_>, _>>()?
         .into_iter()
         .flatten()
@@ -230,7 +230,7 @@ pub fn run_bench(
             None => b,
         });
         for (v, best) in gemv.iter_mut().zip(gemv_timings.iter_mut()) {
-            let t = time_calls(&opts.timing, |_| (v.run)(&gemv_x, &mut gemv_y))?;
+            let t = time_calls(&opts.timing, |call| (v.run)(call, &gemv_x, &mut gemv_y))?;
             *best = Some(faster(best.take(), t));
         }
         for ((ops, shape_variants), shape_timings) in
@@ -288,8 +288,9 @@ pub fn run_bench(
     Ok(BenchReport { machine, machine_key: key, limits, rows })
 }
 
-/// One call of a GEMV implementation: `y[..n] = W · x[..k]`.
-type GemvCall = Box<dyn FnMut(&[f32], &mut [f32]) -> Result<(), KernelError>>;
+/// One call of a GEMV implementation: `y[..n] = W · x[..k]`; the `usize` counts calls, so a
+/// variant can rotate through copies of its weights.
+type GemvCall = Box<dyn FnMut(usize, &[f32], &mut [f32]) -> Result<(), KernelError>>;
 
 /// A quantized or bf16 GEMV variant: decode's matmul, limited by streaming the weights.
 struct GemvVariant {
@@ -303,16 +304,52 @@ struct GemvVariant {
     run: GemvCall,
 }
 
+/// Copies of a `bytes`-sized weight that together span `rotate_bytes` (at least one): calls
+/// rotate through them, so a matrix smaller than the last-level cache is still streamed from
+/// memory, as it is in a model whose weights do not fit the cache.
+fn weight_copies(bytes: usize, rotate_bytes: usize) -> usize {
+    rotate_bytes.div_ceil(bytes.max(1)).max(1)
+}
+
+/// `make()` called once per copy that [`weight_copies`] asks for (each copy its own buffers).
+fn replicate<W>(
+    bytes: usize,
+    rotate_bytes: usize,
+    make: impl Fn() -> Result<W, KernelError>,
+) -> Result<Vec<W>, KernelError> {
+    (0..weight_copies(bytes, rotate_bytes)).map(|_| make()).collect()
+}
+
+/// A GEMV call rotating through `copies` of one weight matrix.
+fn rotating<W: Send + Sync + 'static>(
+    copies: Vec<W>,
+    gemv: impl Fn(&W, &[f32], &mut [f32]) -> Result<(), KernelError> + 'static,
+) -> GemvCall {
+    Box::new(move |call, x, y| gemv(&copies[call % copies.len()], x, y))
+}
+
 /// The GEMV variants for an `[n, k]` weight: int8 and int4 (group 32) with f32 and with int8
-/// activations, bf16 and f32. Weights are random; speed does not depend on their values.
-fn gemv_variants(n: usize, k: usize, threads: usize) -> Result<Vec<GemvVariant>, KernelError> {
+/// activations, bf16 and f32. Each rotates through enough copies of its weights to span
+/// `rotate_bytes`. Weights are random; speed does not depend on their values.
+fn gemv_variants(
+    n: usize,
+    k: usize,
+    threads: usize,
+    rotate_bytes: usize,
+) -> Result<Vec<GemvVariant>, KernelError> {
     use crate::dense::{Bf16Matrix, DenseParams, F32Matrix};
     use crate::quant::{ActivationMode, Int4Matrix, Int8Matrix, QuantParams};
     use std::sync::Arc;
     let w: Vec<f32> = (0..n * k).map(|i| ((i * 2654435761) % 2001) as f32 / 1000.0 - 1.0).collect();
+    let int8 = Int8Matrix::quantize(&w, n, k)?;
+    let int8: Arc<Vec<Int8Matrix>> =
+        Arc::new(replicate(int8.weight_bytes(), rotate_bytes, || Int8Matrix::quantize(&w, n, k))?);
+    let int4 = Int4Matrix::quantize(&w, n, k, 32)?;
+    let int4: Arc<Vec<Int4Matrix>> =
+        Arc::new(replicate(int4.weight_bytes(), rotate_bytes, || {
+            Int4Matrix::quantize(&w, n, k, 32)
+        })?);
     let mut out = Vec::new();
-    let int8 = Arc::new(Int8Matrix::quantize(&w, n, k)?);
-    let int4 = Arc::new(Int4Matrix::quantize(&w, n, k, 32)?);
     for mode in [ActivationMode::F32, ActivationMode::Int8] {
         let p = QuantParams { threads, activations: mode, ..QuantParams::default() };
         let (name, acts) = match mode {
@@ -325,9 +362,9 @@ fn gemv_variants(n: usize, k: usize, threads: usize) -> Result<Vec<GemvVariant>,
             name,
             n,
             k,
-            bytes: q.weight_bytes(),
+            bytes: q[0].weight_bytes(),
             note: format!("{acts}; GB/s of int8 weights + f16 scales"),
-            run: Box::new(move |x, y| q.matmul(&x[..k], 1, &mut y[..n], &p)),
+            run: Box::new(move |call, x, y| q[call % q.len()].matmul(&x[..k], 1, &mut y[..n], &p)),
         });
         let q = int4.clone();
         out.push(GemvVariant {
@@ -335,31 +372,39 @@ fn gemv_variants(n: usize, k: usize, threads: usize) -> Result<Vec<GemvVariant>,
             name,
             n,
             k,
-            bytes: q.weight_bytes(),
+            bytes: q[0].weight_bytes(),
             note: format!("{acts}; group 32; GB/s of nibbles + f16 scales"),
-            run: Box::new(move |x, y| q.matmul(&x[..k], 1, &mut y[..n], &p)),
+            run: Box::new(move |call, x, y| q[call % q.len()].matmul(&x[..k], 1, &mut y[..n], &p)),
         });
     }
     let b = Bf16Matrix::from_f32(&w, n, k)?;
+    let bytes = b.weight_bytes();
     let p = DenseParams { threads, ..DenseParams::default() };
     out.push(GemvVariant {
         kernel: "bf16_gemv",
         name: "ours",
         n,
         k,
-        bytes: b.weight_bytes(),
+        bytes,
         note: "GB/s of bf16 weights".into(),
-        run: Box::new(move |x, y| b.matmul(&x[..k], 1, &mut y[..n], &p)),
+        run: rotating(
+            replicate(bytes, rotate_bytes, || Bf16Matrix::from_f32(&w, n, k))?,
+            move |b, x, y| b.matmul(&x[..k], 1, &mut y[..n], &p),
+        ),
     });
     let f = F32Matrix::from_f32(&w, n, k)?;
+    let bytes = f.weight_bytes();
     out.push(GemvVariant {
         kernel: "f32_gemv",
         name: "ours",
         n,
         k,
-        bytes: f.weight_bytes(),
+        bytes,
         note: "GB/s of f32 weights".into(),
-        run: Box::new(move |x, y| f.matmul(&x[..k], 1, &mut y[..n], &p)),
+        run: rotating(
+            replicate(bytes, rotate_bytes, || F32Matrix::from_f32(&w, n, k))?,
+            move |f, x, y| f.matmul(&x[..k], 1, &mut y[..n], &p),
+        ),
     });
     Ok(out)
 }

@@ -87,14 +87,18 @@ impl QuantizedActs {
 /// One activation row rearranged for the chunk-pair int4 GEMV kernel
 /// ([`super::simd`]`::gemv_q4_dispatch`): for chunks `2p` and `2p + 1`, 64 bytes
 /// `[x_2p[0..16], x_2p+1[0..16], x_2p[16..32], x_2p+1[16..32]]` (the order in which the kernel
-/// finds low and high nibbles), and per step of eight chunks their eight scales in the lane
-/// order of the kernel's folded chunk sums.
+/// finds low and high nibbles), and per step of eight chunks their eight scales and nibble
+/// offsets in the lane order of the kernel's folded chunk sums.
 #[derive(Debug, Clone)]
 pub(crate) struct ChunkPairs {
     /// `k` quants, 64 per pair.
     pub q: Vec<i8>,
     /// 8 scales per step of 8 chunks.
     pub scales: Vec<f32>,
+    /// Per step of 8 chunks, `8 · Σ q` of each chunk: what the unsigned nibbles `q_w + 8` add
+    /// to a chunk's integer dot product, subtracted before scaling so no correction is left
+    /// for the end of a row.
+    pub offsets: Vec<i32>,
 }
 
 impl ChunkPairs {
@@ -112,6 +116,12 @@ impl ChunkPairs {
             }
         }
         let scales = xs.chunks_exact(8).flat_map(|s| lane_chunks.map(|c| s[c])).collect();
-        Self { q, scales }
+        let chunk_offsets: Vec<i32> = x
+            .chunks_exact(BLOCK)
+            .map(|c| 8 * c.iter().map(|&v| i32::from(v)).sum::<i32>())
+            .collect();
+        let offsets =
+            chunk_offsets.chunks_exact(8).flat_map(|o| lane_chunks.map(|c| o[c])).collect();
+        Self { q, scales, offsets }
     }
 }

@@ -390,7 +390,8 @@ pub(super) struct GemvArgs {
     pub x: *const i8,
     /// Its scales (`k / 32`).
     pub xs: *const f32,
-    /// Int4 only: its `k / group` nibble corrections.
+    /// Int4 only: its `k / group` nibble corrections (the chunk-pair kernel subtracts
+    /// [`super::act::ChunkPairs::offsets`] per step instead).
     pub xc: *const f32,
     /// Row length.
     pub k: usize,
@@ -562,6 +563,7 @@ macro_rules! gemv_q4_kernel {
                 for step in 0..chunks / 8 {
                     let xq = pairs.q.as_ptr().add(256 * step);
                     let xs = _mm256_loadu_ps(pairs.scales.as_ptr().add(8 * step));
+                    let offsets = _mm256_loadu_si256(pairs.offsets.as_ptr().add(8 * step).cast());
                     let g0 = (8 * step) >> a.shift;
                     for (r, acc_r) in acc.iter_mut().enumerate() {
                         let w = a.w.add(r * a.row_bytes + 128 * step);
@@ -575,40 +577,16 @@ macro_rules! gemv_q4_kernel {
                         let ws16 = _mm_loadu_si128(a.ws16.add(r * groups + g0).cast());
                         let ws = _mm256_cvtph_ps(ws16);
                         let scale = _mm256_mul_ps(_mm256_permutevar8x32_ps(ws, scale_idx), xs);
+                        let sums = _mm256_sub_epi32(sums, offsets);
                         *acc_r = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, *acc_r);
                     }
                 }
                 for (r, acc_r) in acc.iter().enumerate() {
-                    *out.add(r) = hsum(*acc_r) - dot_f16_f32(a.ws16.add(r * groups), a.xc, groups);
+                    *out.add(r) = hsum(*acc_r);
                 }
             }
         }
     };
-}
-
-/// `Σ_g a[g] · b[g]` over `len` values, `a` as `f16` bits.
-///
-/// # Safety
-/// AVX2+FMA+F16C; `len` readable values at `a` and `b`.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-unsafe fn dot_f16_f32(a: *const u16, b: *const f32, len: usize) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let mut i = 0;
-    // SAFETY: `i + 8 <= len` and `i < len` keep every read in bounds (contract).
-    unsafe {
-        while i + 8 <= len {
-            let av = _mm256_cvtph_ps(_mm_loadu_si128(a.add(i).cast()));
-            acc = _mm256_fmadd_ps(av, _mm256_loadu_ps(b.add(i)), acc);
-            i += 8;
-        }
-        let mut total = hsum(acc);
-        while i < len {
-            total += f16::from_bits(*a.add(i)).to_f32() * *b.add(i);
-            i += 1;
-        }
-        total
-    }
 }
 
 gemv_q4_kernel!(gemv_q4_avx2, "avx2,fma", dot_pair_maddubs);
