@@ -140,24 +140,13 @@ pub struct ServeArgs {
 /// Runs `dyno serve`: loads the model, starts the engine replicas and serves HTTP until
 /// SIGINT or SIGTERM.
 pub fn run_serve(a: ServeArgs) -> Result<()> {
-    use dyno_engine::checkpoint::SafetensorsCheckpoint;
     use dyno_engine::engine::EngineHandle;
-    use dyno_engine::weights::{RandomWeights, TensorSource};
     use std::io::Write;
     use std::sync::Arc;
-    let (mut model, config) = a.setup.load()?;
-    let checkpoint = a.checkpoint.as_deref().map(SafetensorsCheckpoint::open).transpose()?;
-    let random = RandomWeights { seed: config.seed };
-    let source: &dyn TensorSource = match &checkpoint {
-        Some(c) => {
-            model = c.model_config().clone();
-            config.validate_for(&model, "engine config")?;
-            c
-        }
-        None => &random,
-    };
-    let handle = Arc::new(EngineHandle::start(&model, source, &config)?);
-    drop(checkpoint);
+    let (model, config) = a.setup.load()?;
+    let (handle, model) =
+        EngineHandle::start_with_weights(&model, &config, a.checkpoint.as_deref())?;
+    let handle = Arc::new(handle);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

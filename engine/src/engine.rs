@@ -393,6 +393,28 @@ pub struct EngineHandle {
 }
 
 impl EngineHandle {
+    /// Starts `config` on a model's weights: those of the safetensors checkpoint directory
+    /// `checkpoint` (whose `config.json` then replaces `model`), or deterministic random
+    /// weights from `config.seed`. Returns the engine and the model it runs.
+    pub fn start_with_weights(
+        model: &ModelConfig,
+        config: &EngineConfig,
+        checkpoint: Option<&std::path::Path>,
+    ) -> Result<(Self, ModelConfig), EngineError> {
+        match checkpoint {
+            Some(dir) => {
+                let c = crate::checkpoint::SafetensorsCheckpoint::open(dir)?;
+                let model = c.model_config().clone();
+                config.validate_for(&model, "engine config")?;
+                Ok((Self::start(&model, &c, config)?, model))
+            }
+            None => {
+                let random = crate::weights::RandomWeights { seed: config.seed };
+                Ok((Self::start(model, &random, config)?, model.clone()))
+            }
+        }
+    }
+
     /// Loads the model once and starts `config.parallel.dp` replicas.
     pub fn start(
         model: &ModelConfig,

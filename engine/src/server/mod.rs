@@ -37,6 +37,9 @@
 mod errors;
 mod metrics;
 mod openai;
+mod thread;
+
+pub use thread::ServerThread;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
