@@ -128,7 +128,7 @@ mod tests {
     fn finds_capacity_within_tolerance_from_below() {
         let s = run(13.0, SearchOptions::default());
         let best = s.best_rate.expect("passes at 1");
-        assert!(best <= 13.0 && best >= 13.0 / 1.05, "best {best}");
+        assert!((13.0 / 1.05..=13.0).contains(&best), "best {best}");
         // Doubling walked 1, 2, 4, 8, 16 before bisecting.
         let first: Vec<f64> = s.probes.iter().take(5).map(|p| p.rate).collect();
         assert_eq!(first, vec![1.0, 2.0, 4.0, 8.0, 16.0]);
@@ -141,7 +141,7 @@ mod tests {
         let opts = SearchOptions { start_rate: 10.0, ..SearchOptions::default() };
         let s = run(0.7, opts);
         let best = s.best_rate.expect("passes at 0.625");
-        assert!(best <= 0.7 && best >= 0.7 / 1.05, "best {best}");
+        assert!((0.7 / 1.05..=0.7).contains(&best), "best {best}");
         assert_eq!(s.probes[0].rate, 10.0);
         assert_eq!(s.probes[1].rate, 5.0);
     }
