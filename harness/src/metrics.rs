@@ -268,11 +268,13 @@ impl Samples {
     fn from_measured(measured: &[&RequestRecord]) -> Samples {
         let mut s = Samples::default();
         for r in measured.iter().filter(|r| r.ok()) {
-            if let (Some(ttft), Some(e2el)) = (r.ttft_s(), r.e2el_s()) {
+            if let (Some(ttft), Some(e2el), Some(&first), Some(&last)) =
+                (r.ttft_s(), r.e2el_s(), r.choice_events_s.first(), r.choice_events_s.last())
+            {
                 s.ttft.push(ttft);
                 s.e2el.push(e2el);
-                s.ttft_co.push(ttft + r.lag_s());
-                s.e2el_co.push(e2el + r.lag_s());
+                s.ttft_co.push(first - r.intended_s);
+                s.e2el_co.push(last - r.intended_s);
             }
             if let Some(tpot) = r.tpot_s() {
                 s.tpot.push(tpot);

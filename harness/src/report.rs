@@ -10,7 +10,6 @@ use dyno_workloads::Slo;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{Distribution, LoadReport};
-use crate::record::ErrorKind;
 
 /// Seconds to milliseconds.
 const MS: f64 = 1000.0;
@@ -130,8 +129,8 @@ pub struct DynoExtensions {
     pub warmup_requests: usize,
     /// Measured requests (completed + failed).
     pub measured_requests: usize,
-    /// Failures by kind (every kind, zeros included).
-    pub failures: BTreeMap<ErrorKind, usize>,
+    /// Failures by kind, keyed by [`crate::ErrorKind::name`] (every kind, zeros included).
+    pub failures: BTreeMap<String, usize>,
     /// Successful requests without usage (counted as 0 output tokens).
     pub missing_usage: usize,
     /// Whether the numbers can be trusted.
@@ -214,7 +213,7 @@ impl JsonReport {
             dyno: DynoExtensions {
                 warmup_requests: r.warmup_requests,
                 measured_requests: r.measured_requests,
-                failures: r.failures.clone(),
+                failures: r.failures.iter().map(|(k, &n)| (k.name().to_string(), n)).collect(),
                 missing_usage: r.missing_usage,
                 valid: r.valid,
                 invalid_reason: r.invalid_reason.clone(),
