@@ -1,11 +1,17 @@
 //! Load generator, vLLM-compatible metrics, SLO/goodput, sweeps and the suite runner.
 
 pub mod client;
+pub mod metrics;
 pub mod record;
+pub mod report;
 pub mod runner;
 pub mod search;
 pub mod sse;
 
 pub use client::{Client, RunClock, TargetSpec};
+pub use metrics::{
+    CoView, Distribution, Histograms, LoadReport, MetricsError, SummaryOptions, percentile,
+};
 pub use record::{ErrorKind, RequestRecord};
+pub use report::{DynoExtensions, JsonReport, render_table};
 pub use runner::{LiveStats, RunOptions, run_plan};
