@@ -1,12 +1,15 @@
 //! Load generator, vLLM-compatible metrics, SLO/goodput, sweeps and the suite runner.
 
 pub mod client;
+pub mod load;
 pub mod metrics;
+pub mod progress;
 pub mod record;
 pub mod report;
 pub mod runner;
 pub mod search;
 pub mod sse;
+pub mod target;
 
 pub use client::{Client, RunClock, TargetSpec};
 pub use metrics::{

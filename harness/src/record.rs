@@ -12,8 +12,10 @@ pub enum ErrorKind {
     /// The TCP connection could not be made (refused, unreachable).
     Connect,
     /// The server answered 4xx.
+    #[serde(rename = "http_4xx")]
     Http4xx,
     /// The server answered 5xx (or another non-2xx status).
+    #[serde(rename = "http_5xx")]
     Http5xx,
     /// A stream event that is not valid SSE or whose data is not the expected JSON.
     MalformedSse,

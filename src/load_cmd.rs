@@ -1,0 +1,291 @@
+//! `dyno load`: parse, start the target, run the harness, print and write the report.
+
+use crate::engine_cmd::EngineSetup;
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use dyno_harness::load::{LoadMode, LoadOutcome, LoadSpec, run_load};
+use dyno_harness::metrics::SummaryOptions;
+use dyno_harness::null_server::{NullServer, NullServerConfig};
+use dyno_harness::progress::Progress;
+use dyno_harness::report::render_table;
+use dyno_harness::search::SearchOptions;
+use dyno_harness::target::{RunningTarget, Target};
+use dyno_harness::{Client, LiveStats, RunOptions};
+use dyno_workloads::{LoadOverrides, Workload};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Arguments of `dyno load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Workload preset (chat, rag, summarize, code, burst, decode-heavy) or YAML file.
+    #[arg(long, default_value = "chat")]
+    pub workload: String,
+    /// `builtin` (the reference engine on a loopback port), `null` (a server that streams
+    /// tokens at --null-ttft-ms / --null-itl-ms, to measure the client itself), or the base
+    /// URL of any OpenAI-compatible server.
+    #[arg(long, default_value = "builtin")]
+    pub target: String,
+    /// Built-in target: model and engine config. URL target: `--model` is the model name to
+    /// send (default: the first of GET /v1/models).
+    #[command(flatten)]
+    pub setup: EngineSetup,
+    /// Built-in target: a safetensors checkpoint directory instead of random weights.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Open loop at this many requests per second.
+    #[arg(long, conflicts_with = "concurrency")]
+    pub rate: Option<f64>,
+    /// Closed loop with this many requests in flight.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Open loop: one run per rate, comma-separated.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["rate", "concurrency", "max_rate_under_slo"])]
+    pub sweep: Option<Vec<f64>>,
+    /// Find the highest open-loop rate whose run meets the workload's SLOs (double until a
+    /// run fails, then bisect to 5%), starting at --rate or 1 req/s.
+    #[arg(long, conflicts_with = "concurrency")]
+    pub max_rate_under_slo: bool,
+    /// Measured requests per run (warm-up comes on top).
+    #[arg(long, conflicts_with = "duration")]
+    pub requests: Option<usize>,
+    /// Seconds of arrivals per run.
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Open loop: at most this many requests in flight (a held request counts as schedule lag).
+    #[arg(long)]
+    pub max_concurrency: Option<usize>,
+    /// Null target: time to first token, milliseconds.
+    #[arg(long, default_value_t = 0.0)]
+    pub null_ttft_ms: f64,
+    /// Null target: time between tokens, milliseconds.
+    #[arg(long, default_value_t = 0.0)]
+    pub null_itl_ms: f64,
+    /// URL target: send prompts as token-id arrays instead of text.
+    #[arg(long)]
+    pub token_prompts: bool,
+    /// Worker threads of the load generator (1 = one client core).
+    #[arg(long, default_value_t = 1)]
+    pub client_threads: usize,
+    /// Per-request timeout, seconds.
+    #[arg(long, default_value_t = 600.0)]
+    pub timeout_s: f64,
+    /// A run is invalid when its p99 schedule lag exceeds this, milliseconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub max_lag_ms: f64,
+    /// Also write the report as JSON (vLLM's key names plus dyno's fields) to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// No live progress line.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// Runs `dyno load`.
+pub fn run_load_cmd(a: LoadArgs) -> Result<()> {
+    let workload = Workload::load(&a.workload)?;
+    if a.max_rate_under_slo && workload.slo.is_empty() {
+        bail!(
+            "--max-rate-under-slo: workload `{}` has no SLOs (add `slo:` with ttft_p99_ms, \
+             tpot_p99_ms or e2el_p99_ms)",
+            a.workload
+        );
+    }
+    for (flag, v) in [("--rate", a.rate), ("--duration", a.duration)] {
+        if let Some(v) = v
+            && !(v.is_finite() && v > 0.0)
+        {
+            bail!("{flag} {v}: must be a positive number");
+        }
+    }
+    if let Some(rates) = &a.sweep
+        && let Some(bad) = rates.iter().find(|r| !(r.is_finite() && **r > 0.0))
+    {
+        bail!("--sweep: rate {bad} must be a positive number");
+    }
+    if a.client_threads == 0 {
+        bail!("--client-threads must be at least 1");
+    }
+    let overrides = LoadOverrides {
+        rate: a.rate,
+        concurrency: a.concurrency,
+        requests: a.requests,
+        duration_s: a.duration,
+    };
+    // Fail on a bad workload/override before starting any server.
+    let plan = workload.plan(&overrides)?;
+    let mode = match (&a.sweep, a.max_rate_under_slo) {
+        (Some(rates), _) => LoadMode::Sweep(rates.clone()),
+        (None, true) => LoadMode::MaxRateUnderSlo(SearchOptions {
+            start_rate: a.rate.unwrap_or(1.0),
+            ..SearchOptions::default()
+        }),
+        (None, false) => LoadMode::Single,
+    };
+    let live = Arc::new(LiveStats::default());
+    let spec = LoadSpec {
+        workload: workload.clone(),
+        overrides,
+        mode,
+        run: RunOptions { max_in_flight: a.max_concurrency, live: Some(live.clone()) },
+        summary: SummaryOptions { max_lag_s: a.max_lag_ms / 1e3, ..SummaryOptions::default() },
+    };
+    let target = target_from_args(&a)?;
+    let runtime = if a.client_threads == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(a.client_threads)
+            .enable_all()
+            .build()
+    }
+    .context("starting the load generator's runtime")?;
+    let timeout = Duration::from_secs_f64(a.timeout_s.max(0.001));
+    let outcome: LoadOutcome = runtime.block_on(async {
+        let (running, _null) = start(&target, &a).await?;
+        eprintln!("dyno load: {} → {}", workload.name, running.description);
+        let pool = a.concurrency.or(a.max_concurrency).unwrap_or(256).max(64);
+        let client = Client::new(running.spec.clone(), pool, timeout)?;
+        let total = plan_total(&plan);
+        let _progress = (!a.no_progress && matches!(spec.mode, LoadMode::Single))
+            .then(|| Progress::start(live.clone(), total, workload.name.clone()));
+        let outcome = run_load(&client, &spec).await?;
+        Ok::<_, anyhow::Error>(with_environment(outcome, &running, &a))
+    })?;
+    print_outcome(&outcome);
+    if let Some(path) = &a.json {
+        let json = match (&spec.mode, outcome.runs.as_slice()) {
+            (LoadMode::Single, [only]) => serde_json::to_string_pretty(&only.report)?,
+            _ => serde_json::to_string_pretty(&outcome)?,
+        };
+        std::fs::write(path, json + "\n")
+            .with_context(|| format!("writing the JSON report to {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Requests a plan sends, when known ahead.
+fn plan_total(plan: &dyno_workloads::Plan) -> Option<usize> {
+    if plan.arrivals_s.is_empty() { plan.max_requests } else { Some(plan.arrivals_s.len()) }
+}
+
+/// The target the arguments name (not started).
+fn target_from_args(a: &LoadArgs) -> Result<TargetChoice> {
+    Ok(match a.target.as_str() {
+        "builtin" => {
+            let (model, config) = a.setup.load()?;
+            TargetChoice::Started(Target::Builtin { model, config, checkpoint: a.checkpoint.clone() })
+        }
+        "null" => TargetChoice::Null(NullServerConfig {
+            ttft_ms: a.null_ttft_ms,
+            itl_ms: a.null_itl_ms,
+            ..NullServerConfig::default()
+        }),
+        url if url.starts_with("http://") || url.starts_with("https://") => {
+            TargetChoice::Started(Target::Url {
+                base_url: url.to_owned(),
+                model: (a.setup.model != "mixtral-mini").then(|| a.setup.model.clone()),
+                token_prompts: a.token_prompts,
+            })
+        }
+        other => bail!("--target {other}: expected builtin, null or an http(s):// URL"),
+    })
+}
+
+/// A target as chosen on the command line.
+enum TargetChoice {
+    /// Started through the harness.
+    Started(Target),
+    /// The null server, on its own thread.
+    Null(NullServerConfig),
+}
+
+/// Starts the target; the second value keeps a null server alive.
+async fn start(
+    target: &TargetChoice,
+    a: &LoadArgs,
+) -> Result<(RunningTarget, Option<dyno_harness::null_server::NullServerHandle>)> {
+    match target {
+        TargetChoice::Started(t) => Ok((t.start().await?, None)),
+        TargetChoice::Null(config) => {
+            let addr = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
+            let handle = NullServer::run_on_own_thread(config.clone(), addr)?;
+            let running = Target::Url {
+                base_url: format!("http://{}", handle.local_addr()),
+                model: Some(config.model.clone()),
+                token_prompts: true,
+            }
+            .start()
+            .await?;
+            let _ = a;
+            Ok((
+                RunningTarget {
+                    description: format!(
+                        "null server (TTFT {} ms, ITL {} ms) on {}",
+                        config.ttft_ms,
+                        config.itl_ms,
+                        handle.local_addr()
+                    ),
+                    ..running
+                },
+                Some(handle),
+            ))
+        }
+    }
+}
+
+/// Fills every report's environment: this machine, the target, the dyno version.
+fn with_environment(mut outcome: LoadOutcome, target: &RunningTarget, a: &LoadArgs) -> LoadOutcome {
+    let machine = dyno_kernels::machine::MachineId::detect();
+    let env = serde_json::json!({
+        "dyno_version": env!("CARGO_PKG_VERSION"),
+        "machine": machine,
+        "target": target.description,
+        "workload": a.workload,
+        "client_threads": a.client_threads,
+    });
+    for run in &mut outcome.runs {
+        run.report.environment = env.clone();
+    }
+    outcome
+}
+
+fn print_outcome(outcome: &LoadOutcome) {
+    match (outcome.max_rate_under_slo, outcome.runs.as_slice()) {
+        (None, [only]) => print!("{}", render_table(&only.report)),
+        _ => {
+            println!(
+                "{:>9} {:>9} {:>9} {:>11} {:>10} {:>10} {:>10} {:>9} {:>7} {:>6}",
+                "rate", "sent/s", "req/s", "out tok/s", "TTFT p50", "TTFT p99", "TPOT p99",
+                "goodput", "failed", "SLO"
+            );
+            for r in &outcome.runs {
+                let rep = &r.report;
+                println!(
+                    "{:>9.2} {:>9.2} {:>9.2} {:>11.1} {:>8.1}ms {:>8.1}ms {:>8.1}ms {:>9} {:>7} {:>6}",
+                    r.rate.unwrap_or(f64::NAN),
+                    rep.achieved_rate().unwrap_or(f64::NAN),
+                    rep.request_throughput,
+                    rep.output_throughput,
+                    rep.median_ttft_ms,
+                    rep.p99_ttft_ms,
+                    rep.p99_tpot_ms,
+                    rep.request_goodput.map_or("-".into(), |g| format!("{g:.2}")),
+                    rep.failed,
+                    match (rep.valid, rep.slo_met) {
+                        (false, _) => "invalid",
+                        (true, Some(true)) => "met",
+                        (true, Some(false)) => "missed",
+                        (true, None) => "-",
+                    }
+                );
+            }
+            match outcome.max_rate_under_slo {
+                Some(Some(best)) => println!("highest rate meeting the SLOs: {best:.2} req/s"),
+                Some(None) => println!("no rate tried met the SLOs"),
+                None => {}
+            }
+        }
+    }
+}
