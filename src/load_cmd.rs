@@ -7,7 +7,7 @@ use dyno_harness::load::{LoadMode, LoadOutcome, LoadSpec, run_load};
 use dyno_harness::metrics::SummaryOptions;
 use dyno_harness::null_server::{NullServer, NullServerConfig};
 use dyno_harness::progress::Progress;
-use dyno_harness::report::render_table;
+use dyno_harness::report::{JsonReport, render_table};
 use dyno_harness::search::SearchOptions;
 use dyno_harness::target::{RunningTarget, Target};
 use dyno_harness::{Client, LiveStats, RunOptions};
@@ -27,10 +27,12 @@ pub struct LoadArgs {
     /// URL of any OpenAI-compatible server.
     #[arg(long, default_value = "builtin")]
     pub target: String,
-    /// Built-in target: model and engine config. URL target: `--model` is the model name to
-    /// send (default: the first of GET /v1/models).
+    /// Built-in target: model and engine config.
     #[command(flatten)]
     pub setup: EngineSetup,
+    /// URL target: the model name to send (default: the first of its GET /v1/models).
+    #[arg(long)]
+    pub served_model: Option<String>,
     /// Built-in target: a safetensors checkpoint directory instead of random weights.
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
@@ -151,15 +153,26 @@ pub fn run_load_cmd(a: LoadArgs) -> Result<()> {
         let _progress = (!a.no_progress && matches!(spec.mode, LoadMode::Single))
             .then(|| Progress::start(live.clone(), total, workload.name.clone()));
         let outcome = run_load(&client, &spec).await?;
-        Ok::<_, anyhow::Error>(with_environment(outcome, &running, &a))
+        Ok::<_, anyhow::Error>((outcome, environment(&running, &a)))
     })?;
+    let (outcome, env) = outcome;
     print_outcome(&outcome);
     if let Some(path) = &a.json {
-        let json = match (&spec.mode, outcome.runs.as_slice()) {
-            (LoadMode::Single, [only]) => serde_json::to_string_pretty(&only.report)?,
-            _ => serde_json::to_string_pretty(&outcome)?,
+        let report_json = |r: &dyno_harness::LoadReport| {
+            serde_json::to_value(JsonReport::new(r).with_environment(env.clone()))
         };
-        std::fs::write(path, json + "\n")
+        let json = match (&spec.mode, outcome.runs.as_slice()) {
+            (LoadMode::Single, [only]) => report_json(&only.report)?,
+            _ => serde_json::json!({
+                "runs": outcome
+                    .runs
+                    .iter()
+                    .map(|r| Ok(serde_json::json!({ "rate": r.rate, "report": report_json(&r.report)? })))
+                    .collect::<Result<Vec<_>, serde_json::Error>>()?,
+                "max_rate_under_slo": outcome.max_rate_under_slo.flatten(),
+            }),
+        };
+        std::fs::write(path, serde_json::to_string_pretty(&json)? + "\n")
             .with_context(|| format!("writing the JSON report to {}", path.display()))?;
     }
     Ok(())
@@ -185,7 +198,7 @@ fn target_from_args(a: &LoadArgs) -> Result<TargetChoice> {
         url if url.starts_with("http://") || url.starts_with("https://") => {
             TargetChoice::Started(Target::Url {
                 base_url: url.to_owned(),
-                model: (a.setup.model != "mixtral-mini").then(|| a.setup.model.clone()),
+                model: a.served_model.clone(),
                 token_prompts: a.token_prompts,
             })
         }
@@ -235,20 +248,15 @@ async fn start(
     }
 }
 
-/// Fills every report's environment: this machine, the target, the dyno version.
-fn with_environment(mut outcome: LoadOutcome, target: &RunningTarget, a: &LoadArgs) -> LoadOutcome {
-    let machine = dyno_kernels::machine::MachineId::detect();
-    let env = serde_json::json!({
+/// The environment a report records: this machine, the target, the dyno version.
+fn environment(target: &RunningTarget, a: &LoadArgs) -> serde_json::Value {
+    serde_json::json!({
         "dyno_version": env!("CARGO_PKG_VERSION"),
-        "machine": machine,
+        "machine": dyno_kernels::machine::MachineId::detect(),
         "target": target.description,
         "workload": a.workload,
         "client_threads": a.client_threads,
-    });
-    for run in &mut outcome.runs {
-        run.report.environment = env.clone();
-    }
-    outcome
+    })
 }
 
 fn print_outcome(outcome: &LoadOutcome) {
@@ -265,12 +273,12 @@ fn print_outcome(outcome: &LoadOutcome) {
                 println!(
                     "{:>9.2} {:>9.2} {:>9.2} {:>11.1} {:>8.1}ms {:>8.1}ms {:>8.1}ms {:>9} {:>7} {:>6}",
                     r.rate.unwrap_or(f64::NAN),
-                    rep.achieved_rate().unwrap_or(f64::NAN),
+                    rep.co.achieved_rate.unwrap_or(f64::NAN),
                     rep.request_throughput,
                     rep.output_throughput,
-                    rep.median_ttft_ms,
-                    rep.p99_ttft_ms,
-                    rep.p99_tpot_ms,
+                    rep.ttft.median * 1e3,
+                    rep.ttft.p99 * 1e3,
+                    rep.tpot.p99 * 1e3,
                     rep.request_goodput.map_or("-".into(), |g| format!("{g:.2}")),
                     rep.failed,
                     match (rep.valid, rep.slo_met) {
