@@ -99,7 +99,9 @@ impl GapSampler {
     pub(crate) fn new(arrival: &Arrival) -> Result<Option<Self>, WorkloadError> {
         let bad = |e: &dyn std::fmt::Display| WorkloadError::Invalid(format!("`arrival`: {e}"));
         Ok(match *arrival {
-            Arrival::Poisson { rate } => Some(GapSampler::Exp(Exp::new(rate).map_err(|e| bad(&e))?)),
+            Arrival::Poisson { rate } => {
+                Some(GapSampler::Exp(Exp::new(rate).map_err(|e| bad(&e))?))
+            }
             Arrival::Gamma { rate, burstiness } => Some(GapSampler::Gamma(
                 Gamma::new(burstiness, 1.0 / (rate * burstiness)).map_err(|e| bad(&e))?,
             )),

@@ -202,10 +202,16 @@ pub struct Plan {
 /// Where a plan's request lengths come from.
 #[derive(Debug, Clone)]
 enum LengthSource {
-    Dists { prompt: LengthSampler, output: LengthSampler },
+    Dists {
+        prompt: LengthSampler,
+        output: LengthSampler,
+    },
     /// Rows of a file: row `i % n` for request `i` when `in_order` (trace replay), a random
     /// row otherwise.
-    Rows { rows: Arc<[TraceRow]>, in_order: bool },
+    Rows {
+        rows: Arc<[TraceRow]>,
+        in_order: bool,
+    },
 }
 
 /// How a plan is bounded.
@@ -555,14 +561,14 @@ impl Plan {
             }
             LengthSource::Rows { rows, in_order } => {
                 let n = rows.len().max(1);
-                let row = if *in_order { index % n } else { rng.random_range(0..n as u64) as usize };
+                let row =
+                    if *in_order { index % n } else { rng.random_range(0..n as u64) as usize };
                 rows.get(row).map_or((1, 1), |r| (r.prompt_tokens, r.output_tokens))
             }
         };
         let mut prompt = Vec::with_capacity(self.prefix.map_or(0, |p| p.length) + prompt_len);
         let prefix_group = self.prefix.map(|p| {
-            let g = stream_rng(self.seed, Stream::PrefixChoice, i)
-                .random_range(0..p.groups as u64);
+            let g = stream_rng(self.seed, Stream::PrefixChoice, i).random_range(0..p.groups as u64);
             push_text(&mut stream_rng(self.seed, Stream::PrefixText, g), p.length, &mut prompt);
             g as usize
         });

@@ -12,10 +12,6 @@ fn one() -> usize {
     1
 }
 
-fn one_f64() -> f64 {
-    1.0
-}
-
 fn is_one(v: &usize) -> bool {
     *v == 1
 }
@@ -52,7 +48,7 @@ pub struct Lengths {
 
 /// A distribution of token counts; samples are rounded and clamped to `[min, max]`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "dist", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(tag = "dist", rename_all = "lowercase", try_from = "RawLengthDist")]
 pub enum LengthDist {
     /// Always `value`.
     Fixed {
@@ -73,7 +69,6 @@ pub enum LengthDist {
         /// Standard deviation (≥ 0).
         std: f64,
         /// Lower clamp (default 1).
-        #[serde(default = "one")]
         min: usize,
         /// Upper clamp.
         max: usize,
@@ -86,7 +81,6 @@ pub enum LengthDist {
         /// Standard deviation of the logarithm (≥ 0).
         sigma: f64,
         /// Lower clamp (default 1).
-        #[serde(default = "one")]
         min: usize,
         /// Upper clamp.
         max: usize,
@@ -120,7 +114,7 @@ pub struct Prefix {
 
 /// When requests are sent.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "process", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(tag = "process", rename_all = "lowercase", try_from = "RawArrival")]
 pub enum Arrival {
     /// Open loop, exponential gaps with mean `1/rate`.
     Poisson {
@@ -148,9 +142,186 @@ pub enum Arrival {
     /// Replay of the `lengths.trace` timestamps, divided by `speedup`.
     Trace {
         /// Time compression factor (default 1).
-        #[serde(default = "one_f64")]
         speedup: f64,
     },
+}
+
+// The tagged enums above are read through flat structs so that a type error names its field
+// and line (serde buffers internally tagged enums and loses both), and a field that belongs to
+// another variant gets a message saying which fields the variant takes.
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum DistKind {
+    Fixed,
+    Uniform,
+    Normal,
+    LogNormal,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLengthDist {
+    dist: DistKind,
+    value: Option<usize>,
+    min: Option<usize>,
+    max: Option<usize>,
+    mean: Option<f64>,
+    std: Option<f64>,
+    median: Option<f64>,
+    sigma: Option<f64>,
+}
+
+/// Fails when a field outside `allowed` is given, or one of `required` is missing.
+fn fields_of(
+    prefix: &str,
+    kind: &str,
+    given: &[(&str, bool)],
+    allowed: &[&str],
+    required: &[&str],
+) -> Result<(), String> {
+    for (name, present) in given {
+        if *present && !allowed.contains(name) {
+            return Err(format!(
+                "`{prefix}{name}` does not apply to `{kind}` (it takes: {})",
+                allowed.join(", ")
+            ));
+        }
+        if !*present && required.contains(name) {
+            return Err(format!(
+                "`{kind}` needs `{prefix}{name}` (it takes: {})",
+                allowed.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl TryFrom<RawLengthDist> for LengthDist {
+    type Error = String;
+
+    fn try_from(r: RawLengthDist) -> Result<Self, String> {
+        let given = [
+            ("value", r.value.is_some()),
+            ("min", r.min.is_some()),
+            ("max", r.max.is_some()),
+            ("mean", r.mean.is_some()),
+            ("std", r.std.is_some()),
+            ("median", r.median.is_some()),
+            ("sigma", r.sigma.is_some()),
+        ];
+        Ok(match r.dist {
+            DistKind::Fixed => {
+                fields_of("", "dist: fixed", &given, &["value"], &["value"])?;
+                LengthDist::Fixed { value: r.value.unwrap_or_default() }
+            }
+            DistKind::Uniform => {
+                fields_of("", "dist: uniform", &given, &["min", "max"], &["min", "max"])?;
+                LengthDist::Uniform {
+                    min: r.min.unwrap_or_default(),
+                    max: r.max.unwrap_or_default(),
+                }
+            }
+            DistKind::Normal => {
+                fields_of(
+                    "",
+                    "dist: normal",
+                    &given,
+                    &["mean", "std", "min", "max"],
+                    &["mean", "std", "max"],
+                )?;
+                LengthDist::Normal {
+                    mean: r.mean.unwrap_or_default(),
+                    std: r.std.unwrap_or_default(),
+                    min: r.min.unwrap_or(1),
+                    max: r.max.unwrap_or_default(),
+                }
+            }
+            DistKind::LogNormal => {
+                fields_of(
+                    "",
+                    "dist: lognormal",
+                    &given,
+                    &["median", "sigma", "min", "max"],
+                    &["median", "sigma", "max"],
+                )?;
+                LengthDist::LogNormal {
+                    median: r.median.unwrap_or_default(),
+                    sigma: r.sigma.unwrap_or_default(),
+                    min: r.min.unwrap_or(1),
+                    max: r.max.unwrap_or_default(),
+                }
+            }
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ProcessKind {
+    Poisson,
+    Gamma,
+    Constant,
+    Closed,
+    Trace,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawArrival {
+    process: ProcessKind,
+    rate: Option<f64>,
+    burstiness: Option<f64>,
+    concurrency: Option<usize>,
+    speedup: Option<f64>,
+}
+
+impl TryFrom<RawArrival> for Arrival {
+    type Error = String;
+
+    fn try_from(r: RawArrival) -> Result<Self, String> {
+        let given = [
+            ("rate", r.rate.is_some()),
+            ("burstiness", r.burstiness.is_some()),
+            ("concurrency", r.concurrency.is_some()),
+            ("speedup", r.speedup.is_some()),
+        ];
+        let rate = r.rate.unwrap_or_default();
+        Ok(match r.process {
+            ProcessKind::Poisson => {
+                fields_of("arrival.", "process: poisson", &given, &["rate"], &["rate"])?;
+                Arrival::Poisson { rate }
+            }
+            ProcessKind::Gamma => {
+                fields_of(
+                    "arrival.",
+                    "process: gamma",
+                    &given,
+                    &["rate", "burstiness"],
+                    &["rate", "burstiness"],
+                )?;
+                Arrival::Gamma { rate, burstiness: r.burstiness.unwrap_or_default() }
+            }
+            ProcessKind::Constant => {
+                fields_of("arrival.", "process: constant", &given, &["rate"], &["rate"])?;
+                Arrival::Constant { rate }
+            }
+            ProcessKind::Closed => {
+                fields_of(
+                    "arrival.",
+                    "process: closed",
+                    &given,
+                    &["concurrency"],
+                    &["concurrency"],
+                )?;
+                Arrival::Closed { concurrency: r.concurrency.unwrap_or_default() }
+            }
+            ProcessKind::Trace => {
+                fields_of("arrival.", "process: trace", &given, &["speedup"], &[])?;
+                Arrival::Trace { speedup: r.speedup.unwrap_or(1.0) }
+            }
+        })
+    }
 }
 
 /// Leading requests sent before measuring.

@@ -204,12 +204,7 @@ impl Scenario {
         if let Some(p) = &self.config_file
             && !p.is_file()
         {
-            return Err(invalid(
-                origin,
-                &at("config_file"),
-                p.display(),
-                "no such file",
-            ));
+            return Err(invalid(origin, &at("config_file"), p.display(), "no such file"));
         }
         Ok(())
     }

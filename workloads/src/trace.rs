@@ -130,14 +130,13 @@ pub(crate) fn read_sharegpt(path: &Path, clamp: Clamp) -> Result<Vec<TraceRow>, 
         .iter()
         .filter(|c| c.conversations.len() >= 2)
         .filter_map(|c| {
-            c.conversations
-                .windows(2)
-                .find(|w| is_human(&w[0].from) && is_model(&w[1].from))
-                .map(|w| TraceRow {
+            c.conversations.windows(2).find(|w| is_human(&w[0].from) && is_model(&w[1].from)).map(
+                |w| TraceRow {
                     timestamp_s: None,
                     prompt_tokens: clamp.apply(w[0].value.len()),
                     output_tokens: clamp.apply(w[1].value.len()),
-                })
+                },
+            )
         })
         .collect();
     if rows.is_empty() {

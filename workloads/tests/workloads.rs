@@ -82,6 +82,12 @@ fn unknown_fields_name_the_field_and_file() {
     assert!(e.contains("test.yaml") && e.contains("jitter"), "{e}");
     let e = err(&BASE.replace("rate: 10.0", "rate: 10.0, burstiness: 2"));
     assert!(e.contains("burstiness"), "{e}");
+    let e = err(&BASE.replace("rate: 10.0", "rate: fast"));
+    assert!(e.contains("arrival.rate") && e.contains("line"), "{e}");
+    let e = err(&BASE.replace("process: poisson, rate: 10.0", "process: gamma, rate: 1"));
+    assert!(e.contains("arrival.burstiness"), "{e}");
+    let e = err(&BASE.replace("min: 4, max: 64", "min: 4, max: 64, sigma: 1"));
+    assert!(e.contains("`sigma` does not apply to `dist: uniform`"), "{e}");
     let e = err(&BASE.replace("process: poisson", "process: weibull"));
     assert!(e.contains("weibull"), "{e}");
 
@@ -116,12 +122,18 @@ fn invalid_values_name_field_value_and_reason() {
         (format!("{BASE}slo: {{ ttft_p99_ms: 0 }}\n"), "slo.ttft_p99_ms", "> 0"),
         (format!("{BASE}prefix: {{ length: 0 }}\n"), "prefix.length", "at least 1"),
         (
-            BASE.replace("dist: uniform, min: 4, max: 64", "dist: lognormal, median: 0, sigma: 1, max: 9"),
+            BASE.replace(
+                "dist: uniform, min: 4, max: 64",
+                "dist: lognormal, median: 0, sigma: 1, max: 9",
+            ),
             "lengths.prompt.median",
             "> 0",
         ),
         (
-            BASE.replace("dist: uniform, min: 4, max: 64", "dist: normal, mean: 10, std: -1, max: 9"),
+            BASE.replace(
+                "dist: uniform, min: 4, max: 64",
+                "dist: normal, mean: 10, std: -1, max: 9",
+            ),
             "lengths.prompt.std",
             "≥ 0",
         ),
@@ -158,7 +170,9 @@ fn every_preset_loads_plans_and_fits_4096() {
         assert!(first[0].warmup);
         assert_eq!(Workload::load(name).unwrap(), w);
     }
-    assert!(matches!(Workload::preset("burst").unwrap().arrival, Arrival::Gamma { burstiness, .. } if burstiness < 1.0));
+    assert!(
+        matches!(Workload::preset("burst").unwrap().arrival, Arrival::Gamma { burstiness, .. } if burstiness < 1.0)
+    );
     let e = Workload::preset("nope").unwrap_err().to_string();
     assert!(e.contains("nope") && e.contains("chat"), "{e}");
     let e = Workload::load("no/such/file.yaml").unwrap_err().to_string();
@@ -167,7 +181,8 @@ fn every_preset_loads_plans_and_fits_4096() {
 
 #[test]
 fn constant_arrivals_are_exact() {
-    let w = parse(&BASE.replace("process: poisson, rate: 10.0", "process: constant, rate: 4")).unwrap();
+    let w =
+        parse(&BASE.replace("process: poisson, rate: 10.0", "process: constant, rate: 4")).unwrap();
     let p = plan(&w);
     assert_eq!(p.pacing, Pacing::Open);
     assert_eq!(p.arrivals_s.len(), 50);
@@ -185,14 +200,20 @@ fn poisson_and_gamma_mean_gap_is_one_over_rate() {
     assert!((mean * 5.0 - 1.0).abs() < 0.03, "poisson mean gap {mean}");
     assert!((cv - 1.0).abs() < 0.05, "poisson cv {cv}");
 
-    let gamma = parse(&BASE.replace("process: poisson, rate: 10.0", "process: gamma, rate: 5, burstiness: 0.5")).unwrap();
+    let gamma = parse(
+        &BASE.replace("process: poisson, rate: 10.0", "process: gamma, rate: 5, burstiness: 0.5"),
+    )
+    .unwrap();
     let (mean, cv) = mean_cv(&gaps(&gamma.plan(&over).unwrap()));
     assert!((mean * 5.0 - 1.0).abs() < 0.03, "gamma mean gap {mean}");
     // CV of gamma gaps is 1/sqrt(shape).
     assert!(cv > 1.0, "gamma burstiness 0.5 cv {cv}");
     assert!((cv - 2f64.sqrt()).abs() < 0.1, "gamma cv {cv}");
 
-    let regular = parse(&BASE.replace("process: poisson, rate: 10.0", "process: gamma, rate: 5, burstiness: 4")).unwrap();
+    let regular = parse(
+        &BASE.replace("process: poisson, rate: 10.0", "process: gamma, rate: 5, burstiness: 4"),
+    )
+    .unwrap();
     let (mean, cv) = mean_cv(&gaps(&regular.plan(&over).unwrap()));
     assert!((mean * 5.0 - 1.0).abs() < 0.03, "gamma mean gap {mean}");
     assert!(cv < 1.0, "gamma burstiness 4 cv {cv}");
@@ -200,7 +221,12 @@ fn poisson_and_gamma_mean_gap_is_one_over_rate() {
 
 #[test]
 fn duration_bounds_open_loop_and_warmup_comes_first() {
-    let w = parse(&BASE.replace("process: poisson, rate: 10.0", "process: constant, rate: 2").replace("requests: 50", "duration_s: 10\nwarmup: { requests: 3 }")).unwrap();
+    let w = parse(
+        &BASE
+            .replace("process: poisson, rate: 10.0", "process: constant, rate: 2")
+            .replace("requests: 50", "duration_s: 10\nwarmup: { requests: 3 }"),
+    )
+    .unwrap();
     let p = plan(&w);
     // 3 warm-up at 0, 0.5, 1.0, then measured from 1.5 while t < 11.5: 20 more.
     assert_eq!(p.arrivals_s.len(), 23);
@@ -232,34 +258,42 @@ fn prefix_groups_share_exact_prefixes() {
 
 #[test]
 fn overrides_replace_rate_concurrency_and_bounds() {
-    let w = parse(&BASE.replace("process: poisson, rate: 10.0", "process: closed, concurrency: 2")).unwrap();
+    let w = parse(&BASE.replace("process: poisson, rate: 10.0", "process: closed, concurrency: 2"))
+        .unwrap();
     let p = plan(&w);
     assert_eq!(p.pacing, Pacing::Closed { concurrency: 2 });
     assert!(p.arrivals_s.is_empty());
     assert_eq!(p.max_requests, Some(50));
 
     // A closed workload at a rate becomes Poisson.
-    let p = w.plan(&LoadOverrides { rate: Some(8.0), requests: Some(4000), ..Default::default() }).unwrap();
+    let p = w
+        .plan(&LoadOverrides { rate: Some(8.0), requests: Some(4000), ..Default::default() })
+        .unwrap();
     assert_eq!(p.pacing, Pacing::Open);
     assert_eq!(p.arrivals_s.len(), 4000);
     let (mean, _) = mean_cv(&gaps(&p));
     assert!((mean * 8.0 - 1.0).abs() < 0.06, "{mean}");
 
     // Concurrency makes it closed loop; duration replaces the count.
-    let open = parse(&BASE).unwrap();
-    let p = open.plan(&LoadOverrides { concurrency: Some(3), duration_s: Some(5.0), ..Default::default() }).unwrap();
+    let open = parse(BASE).unwrap();
+    let p = open
+        .plan(&LoadOverrides { concurrency: Some(3), duration_s: Some(5.0), ..Default::default() })
+        .unwrap();
     assert_eq!(p.pacing, Pacing::Closed { concurrency: 3 });
     assert_eq!((p.max_requests, p.duration_s), (None, Some(5.0)));
 
     // A constant workload keeps its process at the new rate; requests are the same.
-    let c = parse(&BASE.replace("process: poisson, rate: 10.0", "process: constant, rate: 1")).unwrap();
+    let c =
+        parse(&BASE.replace("process: poisson, rate: 10.0", "process: constant, rate: 1")).unwrap();
     let p = c.plan(&LoadOverrides { rate: Some(10.0), ..Default::default() }).unwrap();
     assert!((p.arrivals_s[10] - 1.0).abs() < 1e-9);
     assert_eq!(p.request(5), plan(&c).request(5));
 
     let e = open.plan(&LoadOverrides { rate: Some(0.0), ..Default::default() }).unwrap_err();
     assert!(e.to_string().contains("rate"), "{e}");
-    let e = open.plan(&LoadOverrides { rate: Some(1.0), concurrency: Some(1), ..Default::default() }).unwrap_err();
+    let e = open
+        .plan(&LoadOverrides { rate: Some(1.0), concurrency: Some(1), ..Default::default() })
+        .unwrap_err();
     assert!(e.to_string().contains("not both"), "{e}");
 }
 
@@ -303,24 +337,48 @@ fn trace_replay_follows_timestamps() {
     assert!((p.arrivals_s[2] - 1.0).abs() < 1e-9, "{:?}", p.arrivals_s);
 
     // Trace lengths with another arrival process draw random rows.
-    let wl = write(dir.path(), "lens.yaml", "lengths: { trace: t.jsonl, max: 25 }\narrival: { process: poisson, rate: 1 }\nrequests: 40\n");
+    let wl = write(
+        dir.path(),
+        "lens.yaml",
+        "lengths: { trace: t.jsonl, max: 25 }\narrival: { process: poisson, rate: 1 }\nrequests: 40\n",
+    );
     let p = plan(&Workload::from_file(&wl).unwrap());
     assert!(p.requests().all(|r| [10, 20, 25].contains(&r.prompt.len())));
 
     // Replay without timestamps fails, naming the field.
-    write(dir.path(), "nots.jsonl", "{\"prompt_tokens\": 10, \"output_tokens\": 5}\n{\"prompt_tokens\": 1, \"output_tokens\": 5}\n");
-    let wl = write(dir.path(), "bad.yaml", "lengths: { trace: nots.jsonl }\narrival: { process: trace }\nrequests: 5\n");
+    write(
+        dir.path(),
+        "nots.jsonl",
+        "{\"prompt_tokens\": 10, \"output_tokens\": 5}\n{\"prompt_tokens\": 1, \"output_tokens\": 5}\n",
+    );
+    let wl = write(
+        dir.path(),
+        "bad.yaml",
+        "lengths: { trace: nots.jsonl }\narrival: { process: trace }\nrequests: 5\n",
+    );
     let e = Workload::from_file(&wl).unwrap_err().to_string();
     assert!(e.contains("bad.yaml") && e.contains("timestamp"), "{e}");
 
     // A broken row names the file and line.
-    write(dir.path(), "broken.jsonl", "{\"timestamp\": 1, \"prompt_tokens\": 10, \"output_tokens\": 5}\n{\"timestamp\": 2, \"prompt_tokens\": \"ten\"}\n");
-    let wl = write(dir.path(), "broken.yaml", "lengths: { trace: broken.jsonl }\narrival: { process: trace }\nrequests: 5\n");
+    write(
+        dir.path(),
+        "broken.jsonl",
+        "{\"timestamp\": 1, \"prompt_tokens\": 10, \"output_tokens\": 5}\n{\"timestamp\": 2, \"prompt_tokens\": \"ten\"}\n",
+    );
+    let wl = write(
+        dir.path(),
+        "broken.yaml",
+        "lengths: { trace: broken.jsonl }\narrival: { process: trace }\nrequests: 5\n",
+    );
     let e = Workload::from_file(&wl).unwrap_err().to_string();
     assert!(e.contains("broken.jsonl:2"), "{e}");
 
     // A missing file names the path.
-    let wl = write(dir.path(), "missing.yaml", "lengths: { trace: nope.jsonl }\narrival: { process: trace }\nrequests: 5\n");
+    let wl = write(
+        dir.path(),
+        "missing.yaml",
+        "lengths: { trace: nope.jsonl }\narrival: { process: trace }\nrequests: 5\n",
+    );
     let e = Workload::from_file(&wl).unwrap_err().to_string();
     assert!(e.contains("nope.jsonl"), "{e}");
 }
@@ -337,7 +395,11 @@ fn sharegpt_pairs_human_and_gpt_turns_in_bytes() {
           {"id": "c", "conversations": [{"from": "system", "value": "x"}, {"from": "human", "value": "héllo"}, {"from": "gpt", "value": "a much longer answer than the limit"}]}
         ]"#,
     );
-    let wl = write(dir.path(), "sg.yaml", "lengths: { sharegpt: sg.json, max: 20 }\narrival: { process: closed, concurrency: 2 }\nrequests: 50\n");
+    let wl = write(
+        dir.path(),
+        "sg.yaml",
+        "lengths: { sharegpt: sg.json, max: 20 }\narrival: { process: closed, concurrency: 2 }\nrequests: 50\n",
+    );
     let w = Workload::from_file(&wl).unwrap();
     let p = plan(&w);
     let mut seen: Vec<_> = p.requests().map(|r| (r.prompt.len(), r.output_tokens)).collect();
@@ -348,7 +410,11 @@ fn sharegpt_pairs_human_and_gpt_turns_in_bytes() {
     assert!(w.max_sequence_tokens() <= 26);
 
     write(dir.path(), "empty.json", r#"[{"conversations": [{"from": "human", "value": "x"}]}]"#);
-    let wl = write(dir.path(), "e.yaml", "lengths: { sharegpt: empty.json }\narrival: { process: closed, concurrency: 2 }\nrequests: 5\n");
+    let wl = write(
+        dir.path(),
+        "e.yaml",
+        "lengths: { sharegpt: empty.json }\narrival: { process: closed, concurrency: 2 }\nrequests: 5\n",
+    );
     let e = Workload::from_file(&wl).unwrap_err().to_string();
     assert!(e.contains("empty.json"), "{e}");
 }
@@ -389,27 +455,48 @@ fn suite_validation() {
     let ok = "scenarios:\n  - { name: a, model: m, workload: chat, rate: 1 }\n  - { name: b, model: m, config_file: engine.yaml, workload: chat, concurrency: 2, requests: 5 }\n";
     let s = Suite::from_file(&write(d, "suite.yaml", ok)).unwrap();
     assert_eq!(s.scenarios[0].load_level(), LoadLevel::Rate(1.0));
-    assert_eq!(s.scenarios[1].overrides(), LoadOverrides { concurrency: Some(2), requests: Some(5), ..Default::default() });
-    assert!(matches!(s.scenarios[1].engine_source(), dyno_workloads::EngineSource::File(p) if p == d.join("engine.yaml")));
+    assert_eq!(
+        s.scenarios[1].overrides(),
+        LoadOverrides { concurrency: Some(2), requests: Some(5), ..Default::default() }
+    );
+    assert!(
+        matches!(s.scenarios[1].engine_source(), dyno_workloads::EngineSource::File(p) if p == d.join("engine.yaml"))
+    );
 
-    let e = suite_err(d, "scenarios:\n  - { name: a, model: m, workload: chat, rate: 1 }\n  - { name: a, model: m, workload: chat, rate: 2 }\n");
+    let e = suite_err(
+        d,
+        "scenarios:\n  - { name: a, model: m, workload: chat, rate: 1 }\n  - { name: a, model: m, workload: chat, rate: 2 }\n",
+    );
     assert!(e.contains("suite.yaml") && e.contains("unique"), "{e}");
-    let e = suite_err(d, "scenarios:\n  - { name: a, model: m, workload: chat, rate: 1, concurrency: 2 }\n");
+    let e = suite_err(
+        d,
+        "scenarios:\n  - { name: a, model: m, workload: chat, rate: 1, concurrency: 2 }\n",
+    );
     assert!(e.contains("exactly one load level"), "{e}");
     let e = suite_err(d, "scenarios:\n  - { name: a, model: m, workload: chat }\n");
     assert!(e.contains("exactly one load level"), "{e}");
-    let e = suite_err(d, "scenarios:\n  - { name: a, model: m, workload: chat, rate: 1, colour: red }\n");
+    let e = suite_err(
+        d,
+        "scenarios:\n  - { name: a, model: m, workload: chat, rate: 1, colour: red }\n",
+    );
     assert!(e.contains("suite.yaml") && e.contains("colour"), "{e}");
     let e = suite_err(d, "scenarios:\n  - { name: a, model: m, workload: nope.yaml, rate: 1 }\n");
     assert!(e.contains("nope.yaml"), "{e}");
     let e = suite_err(d, "scenarios:\n  - { name: a, model: m, workload: chat, rate: 0 }\n");
     assert!(e.contains("scenarios[0].rate"), "{e}");
-    let e = suite_err(d, "scenarios:\n  - { name: a, model: m, engine: 3, workload: chat, rate: 1 }\n");
+    let e =
+        suite_err(d, "scenarios:\n  - { name: a, model: m, engine: 3, workload: chat, rate: 1 }\n");
     assert!(e.contains("mapping"), "{e}");
-    let e = suite_err(d, "scenarios:\n  - { name: a, model: m, engine: {}, config_file: engine.yaml, workload: chat, rate: 1 }\n");
+    let e = suite_err(
+        d,
+        "scenarios:\n  - { name: a, model: m, engine: {}, config_file: engine.yaml, workload: chat, rate: 1 }\n",
+    );
     assert!(e.contains("not both"), "{e}");
     write(d, "noslo.yaml", BASE);
-    let e = suite_err(d, "scenarios:\n  - { name: a, model: m, workload: noslo.yaml, max_rate_under_slo: true }\n");
+    let e = suite_err(
+        d,
+        "scenarios:\n  - { name: a, model: m, workload: noslo.yaml, max_rate_under_slo: true }\n",
+    );
     assert!(e.contains("SLO"), "{e}");
     let e = suite_err(d, "kernels: { gemm: [[1, 0, 3]] }\n");
     assert!(e.contains("kernels.gemm[0]"), "{e}");
