@@ -137,3 +137,39 @@ pub(crate) fn push_text(rng: &mut Xoshiro256PlusPlus, len: usize, out: &mut Vec<
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::Rng;
+
+    #[test]
+    fn streams_and_indices_are_independent() {
+        let a = stream_rng(1, Stream::Lengths, 0).next_u64();
+        assert_eq!(a, stream_rng(1, Stream::Lengths, 0).next_u64());
+        assert_ne!(a, stream_rng(1, Stream::Lengths, 1).next_u64());
+        assert_ne!(a, stream_rng(1, Stream::PromptText, 0).next_u64());
+        assert_ne!(a, stream_rng(2, Stream::Lengths, 0).next_u64());
+    }
+
+    #[test]
+    fn text_has_the_asked_length_and_reads_as_words() {
+        for len in [0, 1, 2, 9, 10, 257] {
+            let mut out = vec![7];
+            push_text(&mut stream_rng(0, Stream::PromptText, len as u64), len, &mut out);
+            assert_eq!(out.len(), len + 1);
+            assert!(out[1..].iter().all(|&t| t == 32 || (97..123).contains(&t)));
+            assert!(!out.windows(2).any(|w| w == [32, 32]));
+        }
+    }
+
+    #[test]
+    fn length_samples_stay_in_bounds() {
+        let d = LengthDist::LogNormal { median: 100.0, sigma: 2.0, min: 5, max: 300 };
+        let s = LengthSampler::new(&d, "x").unwrap();
+        let mut rng = stream_rng(0, Stream::Lengths, 0);
+        let xs: Vec<_> = (0..2000).map(|_| s.sample(&mut rng)).collect();
+        assert!(xs.iter().all(|x| (5..=300).contains(x)));
+        assert!(xs.contains(&5) && xs.contains(&300));
+    }
+}

@@ -446,8 +446,11 @@ impl Workload {
                 let seed = self.seed;
                 let mut t = 0.0;
                 let arrivals = open_arrivals(origin, bound, warmup, |i| {
-                    if i > 0 {
-                        t += gaps.gap(seed, i);
+                    match gaps {
+                        // Exact multiples, without the rounding a running sum accumulates.
+                        GapSampler::Constant(g) => t = i as f64 * g,
+                        _ if i > 0 => t += gaps.gap(seed, i),
+                        _ => {}
                     }
                     t
                 })?;

@@ -187,7 +187,7 @@ fn constant_arrivals_are_exact() {
     assert_eq!(p.pacing, Pacing::Open);
     assert_eq!(p.arrivals_s.len(), 50);
     for (i, t) in p.arrivals_s.iter().enumerate() {
-        assert!((t - i as f64 * 0.25).abs() < 1e-9, "{i}: {t}");
+        assert_eq!(*t, i as f64 * 0.25, "{i}");
     }
 }
 
@@ -504,4 +504,31 @@ fn suite_validation() {
     assert!(e.contains("suite.yaml") && e.contains("3"), "{e}");
     let e = suite_err(d, "{}\n");
     assert!(e.contains("no `scenarios`"), "{e}");
+}
+
+#[test]
+fn requests_and_arrivals_do_not_depend_on_the_bound() {
+    let w = parse(BASE).unwrap();
+    let short = w.plan(&LoadOverrides { requests: Some(10), ..Default::default() }).unwrap();
+    let long = w.plan(&LoadOverrides { requests: Some(1000), ..Default::default() }).unwrap();
+    assert_eq!(short.arrivals_s[..], long.arrivals_s[..10]);
+    for i in 0..10 {
+        assert_eq!(short.request(i), long.request(i));
+    }
+    // Adding warm-up shifts nothing: request i is request i, now flagged.
+    let warm = parse(&format!("{BASE}warmup: {{ requests: 4 }}\n")).unwrap();
+    let p = plan(&warm);
+    assert_eq!(p.arrivals_s.len(), 54);
+    assert_eq!(p.request(3).prompt, short.request(3).prompt);
+    assert!(p.request(3).warmup && !p.request(4).warmup);
+}
+
+#[test]
+fn presets_round_trip_through_yaml() {
+    for name in Workload::preset_names() {
+        let w = Workload::preset(name).unwrap();
+        let yaml = serde_yaml::to_string(&w).unwrap();
+        let back = Workload::from_yaml(&yaml, name, Path::new(".")).unwrap();
+        assert_eq!(back, w, "{yaml}");
+    }
 }
