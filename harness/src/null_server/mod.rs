@@ -159,7 +159,8 @@ impl NullServer {
         config: NullServerConfig,
         addr: SocketAddr,
     ) -> Result<NullServerHandle, NullServerError> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| NullServerError::NoRuntime)?;
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| NullServerError::NoRuntime)?;
         let bound = Bound::new(config, addr)?;
         let (local_addr, counters) = (bound.local_addr, bound.shared.counters.clone());
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -276,10 +277,7 @@ impl Bound {
 /// How the handle waits for the server to end.
 enum Done {
     Task(tokio::task::JoinHandle<std::io::Result<()>>),
-    Thread {
-        thread: std::thread::JoinHandle<()>,
-        result: oneshot::Receiver<std::io::Result<()>>,
-    },
+    Thread { thread: std::thread::JoinHandle<()>, result: oneshot::Receiver<std::io::Result<()>> },
 }
 
 /// A running null server. Dropping it begins a graceful shutdown without waiting for it.
@@ -402,10 +400,7 @@ async fn generate(
         }
     };
     let ordinal = shared.valid.fetch_add(1, Ordering::SeqCst) + 1;
-    let fault = shared
-        .fault
-        .filter(|f| ordinal.is_multiple_of(f.every as u64))
-        .map(|f| f.kind);
+    let fault = shared.fault.filter(|f| ordinal.is_multiple_of(f.every as u64)).map(|f| f.kind);
     if fault.is_some() {
         ticket.settle(Outcome::Faulted);
     }

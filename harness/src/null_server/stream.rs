@@ -270,7 +270,8 @@ impl Stream for TokenStream {
                 } else {
                     this.middle.clone()
                 };
-                this.stage = if this.malformed && k == 0 { Stage::Malformed } else { this.after_token() };
+                this.stage =
+                    if this.malformed && k == 0 { Stage::Malformed } else { this.after_token() };
                 Poll::Ready(Some(Ok(bytes)))
             }
             Stage::Malformed => {
@@ -303,26 +304,35 @@ impl Stream for TokenStream {
 /// body's end (a non-streamed `truncate` fault).
 pub(crate) struct CutBody {
     bytes: Option<Bytes>,
+    /// Whether the body has returned `Pending` once after its bytes. hyper writes out what it
+    /// holds only when the body has nothing ready; failing at once would lose the bytes (and
+    /// the headers) along with the connection.
+    paused: bool,
 }
 
 impl CutBody {
     /// Sends `bytes`, then aborts.
     pub(crate) fn new(bytes: Bytes) -> Self {
-        Self { bytes: Some(bytes) }
+        Self { bytes: Some(bytes), paused: false }
     }
 }
 
 impl Stream for CutBody {
     type Item = Result<Bytes, std::io::Error>;
 
-    fn poll_next(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        Poll::Ready(Some(match this.bytes.take() {
-            Some(b) => Ok(b),
-            None => Err(std::io::Error::new(
-                std::io::ErrorKind::ConnectionAborted,
-                "injected truncate fault",
-            )),
-        }))
+        if let Some(b) = this.bytes.take() {
+            return Poll::Ready(Some(Ok(b)));
+        }
+        if !this.paused {
+            this.paused = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Poll::Ready(Some(Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            "injected truncate fault",
+        ))))
     }
 }

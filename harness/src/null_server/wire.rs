@@ -164,8 +164,7 @@ pub(crate) fn parse(endpoint: Endpoint, body: &[u8], limit: usize) -> Result<Par
         ));
     }
     let stream = raw.stream.unwrap_or(false);
-    let include_usage =
-        stream && raw.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
+    let include_usage = stream && raw.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
     Ok(Parsed { prompt_tokens, max_tokens: max_tokens as usize, stream, include_usage })
 }
 
@@ -406,7 +405,10 @@ mod tests {
         assert!(v.get("usage").is_none());
         let v = json_of(&m.usage_event(3, 4));
         assert_eq!(v["choices"], json!([]));
-        assert_eq!(v["usage"], json!({"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}));
+        assert_eq!(
+            v["usage"],
+            json!({"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7})
+        );
 
         let c = Meta::new(Endpoint::Chat, 1, 7, "\"m\"", false);
         let v = json_of(&c.token_event(true, false, false));
@@ -426,14 +428,20 @@ mod tests {
     #[test]
     fn requests_are_measured() {
         let p = parse(Endpoint::Completions, br#"{"prompt":"h\u00e9","x":[1,{}]}"#, 64).unwrap();
-        assert_eq!(p, Parsed { prompt_tokens: 3, max_tokens: 16, stream: false, include_usage: false });
+        assert_eq!(
+            p,
+            Parsed { prompt_tokens: 3, max_tokens: 16, stream: false, include_usage: false }
+        );
         let p = parse(
             Endpoint::Completions,
             br#"{"prompt":[1,2,3],"max_tokens":5,"stream":true,"stream_options":{"include_usage":true}}"#,
             64,
         )
         .unwrap();
-        assert_eq!(p, Parsed { prompt_tokens: 3, max_tokens: 5, stream: true, include_usage: true });
+        assert_eq!(
+            p,
+            Parsed { prompt_tokens: 3, max_tokens: 5, stream: true, include_usage: true }
+        );
         let p = parse(
             Endpoint::Chat,
             br#"{"messages":[{"role":"user","content":"ab"},{"role":"user","content":[{"type":"text","text":"cde"}]}],"max_completion_tokens":2,"max_tokens":9}"#,
