@@ -581,3 +581,94 @@ fn config_reads_from_yaml_and_is_validated() {
         assert!(err.to_string().contains(field));
     }
 }
+
+/// Not a check: prints how many streamed requests (16 tokens, no delays) per second the
+/// null server on its own thread answers to a 4-thread reqwest client. Run with
+/// `cargo test --release -p dyno-harness --test null_server -- --ignored --nocapture`.
+#[test]
+#[ignore = "measures throughput; run by hand"]
+fn own_thread_throughput() {
+    let server =
+        NullServer::run_on_own_thread(NullServerConfig::new(0.0, 0.0), any_port()).expect("starts");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("client runtime");
+    let url = format!("{}/v1/completions", server.base_url());
+    let (requests, elapsed) = runtime.block_on(async {
+        let c = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(1024)
+            .build()
+            .expect("client");
+        let start = Instant::now();
+        let until = start + Duration::from_secs(3);
+        let workers: Vec<_> = (0..128)
+            .map(|_| {
+                let (c, url) = (c.clone(), url.clone());
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while Instant::now() < until {
+                        let resp =
+                            c.post(&url).json(&stream_body(16, true)).send().await.expect("sent");
+                        let mut body = resp.bytes_stream();
+                        while let Some(chunk) = body.next().await {
+                            chunk.expect("bytes");
+                        }
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for w in workers {
+            total += w.await.expect("worker");
+        }
+        (total, start.elapsed())
+    });
+    let stats = server.stats();
+    println!(
+        "{requests} streamed requests in {elapsed:?}: {:.0}/s; server stats {stats:?}",
+        requests as f64 / elapsed.as_secs_f64()
+    );
+    assert_eq!(stats.completed, requests);
+}
+
+/// Not a check: prints how late (client-side, loopback) tokens arrive against their due time
+/// with and without `spin_us`. Run like [`own_thread_throughput`].
+#[test]
+#[ignore = "measures timing; run by hand"]
+fn own_thread_timing_precision() {
+    for spin_us in [0, 1000] {
+        let config = NullServerConfig { spin_us, ..NullServerConfig::new(20.0, 5.0) };
+        let server = NullServer::run_on_own_thread(config, any_port()).expect("starts");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("client runtime");
+        let mut late_ms: Vec<f64> = Vec::new();
+        runtime.block_on(async {
+            let c = client();
+            for _ in 0..50 {
+                let sent = Instant::now();
+                let sse =
+                    read_sse(post(&c, &server, "/v1/completions", &stream_body(16, false)).await)
+                        .await;
+                for (i, at) in sse.at[..16].iter().enumerate() {
+                    let due = Duration::from_micros(20_000 + 5_000 * i as u64);
+                    late_ms.push((at.duration_since(sent).as_secs_f64() - due.as_secs_f64()) * 1e3);
+                }
+            }
+        });
+        late_ms.sort_by(f64::total_cmp);
+        let mean = late_ms.iter().sum::<f64>() / late_ms.len() as f64;
+        println!(
+            "spin_us {spin_us}: lateness mean {mean:.3} ms, p50 {:.3}, p99 {:.3}, max {:.3}",
+            late_ms[late_ms.len() / 2],
+            late_ms[late_ms.len() * 99 / 100],
+            late_ms[late_ms.len() - 1]
+        );
+    }
+}

@@ -42,9 +42,12 @@ pub struct NullServerConfig {
     #[serde(default = "default_max_tokens_limit")]
     pub max_tokens_limit: usize,
     /// Microseconds before each due time that are busy-waited (the task re-polls itself)
-    /// instead of slept on tokio's timer, which fires on whole milliseconds (0 to 1 ms late).
-    /// 0 (the default) sleeps only; 1000 makes events go out within microseconds of their due
-    /// time at the cost of CPU on the server's thread.
+    /// instead of slept on tokio's timer. That timer rounds deadlines up to whole milliseconds
+    /// and its wait is rounded up again by `epoll_wait`, so with 0 (the default) events leave
+    /// 0 to 2 ms after their due time. 1000 brings that to microseconds at the cost of CPU on
+    /// the server's thread for the last millisecond before every event: use it with
+    /// [`NullServer::run_on_own_thread`](super::NullServer::run_on_own_thread) when checking
+    /// measured latencies, never on the load generator's own runtime.
     #[serde(default)]
     pub spin_us: u64,
     /// A window in which the server sends nothing at all.

@@ -38,9 +38,15 @@
 //! (`choices: []`) follows the last one at once; then `data: [DONE]`. A non-streamed answer
 //! is one JSON with the whole text and `usage`, sent when the last token is due.
 //!
-//! Timing precision: tokio's timer fires on whole milliseconds, so with the default
-//! `spin_us: 0` events leave 0 to 1 ms after their due time (plus scheduling); set
-//! `spin_us: 1000` to busy-wait the last millisecond instead.
+//! Timing precision: tokio's timer works in whole milliseconds, so with the default
+//! `spin_us: 0` events leave 0 to 2 ms after their due time (plus scheduling); set
+//! `spin_us: 1000` to busy-wait the last millisecond instead (see
+//! [`NullServerConfig::spin_us`]). Measured on a 2-core VM over loopback, from just before
+//! the client sends to when it reads each event, for `ttft_ms: 20, itl_ms: 5`: lateness mean
+//! 1.9 ms (p99 6.5) with `spin_us: 0`, mean 0.6 ms (p99 1.4) with `spin_us: 1000` (which
+//! includes the client's own sending). The `own_thread_timing_precision` and
+//! `own_thread_throughput` tests (ignored; run by hand) measure this and the rate: about
+//! 15,000-18,000 streamed 16-token requests/s from a 4-thread reqwest client on that VM.
 //!
 //! Faults and the stall window are described on [`FaultKind`] and [`Stall`].
 
