@@ -171,7 +171,7 @@ impl NullServer {
         let (local_addr, counters) = (bound.local_addr, bound.shared.counters.clone());
         let (stop_tx, stop_rx) = oneshot::channel();
         let task = runtime.spawn(bound.serve(stop_rx));
-        Ok(NullServerHandle { local_addr, counters, stop: Some(stop_tx), done: Done::Task(task) })
+        Ok(NullServerHandle { local_addr, counters, stop: stop_tx, done: Done::Task(task) })
     }
 
     /// Like [`start`](Self::start), but on a dedicated OS thread with its own single-threaded
@@ -219,7 +219,7 @@ impl NullServer {
         Ok(NullServerHandle {
             local_addr,
             counters,
-            stop: Some(stop_tx),
+            stop: stop_tx,
             done: Done::Thread { thread, result: done_rx },
         })
     }
@@ -290,7 +290,7 @@ enum Done {
 pub struct NullServerHandle {
     local_addr: SocketAddr,
     counters: Arc<Counters>,
-    stop: Option<oneshot::Sender<()>>,
+    stop: oneshot::Sender<()>,
     done: Done,
 }
 
@@ -333,9 +333,7 @@ impl NullServerHandle {
     /// waits for the server (and its thread, for [`NullServer::run_on_own_thread`]) to end.
     pub async fn shutdown(self) -> Result<(), NullServerError> {
         let NullServerHandle { stop, done, .. } = self;
-        if let Some(stop) = stop {
-            let _ = stop.send(());
-        }
+        let _ = stop.send(());
         let result = match done {
             Done::Task(task) => task.await.map_err(|_| NullServerError::Crashed)?,
             Done::Thread { thread, result } => {

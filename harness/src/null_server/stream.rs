@@ -336,3 +336,70 @@ impl Stream for CutBody {
         ))))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clock(stall: Option<(Instant, Instant)>) -> Clock {
+        Clock {
+            ttft: Duration::from_millis(20),
+            itl: Duration::from_micros(2500),
+            spin: Duration::ZERO,
+            stall,
+        }
+    }
+
+    #[test]
+    fn due_times_come_from_the_arrival() {
+        let t0 = Instant::now();
+        let c = clock(None);
+        assert_eq!(c.token_due(t0, 0), t0 + Duration::from_millis(20));
+        assert_eq!(c.token_due(t0, 1000), t0 + Duration::from_micros(20_000 + 2_500_000));
+    }
+
+    #[test]
+    fn the_stall_holds_what_falls_inside_it() {
+        let t0 = Instant::now();
+        let (start, end) = (t0 + Duration::from_secs(1), t0 + Duration::from_secs(2));
+        let c = clock(Some((start, end)));
+        assert_eq!(c.release(t0), t0);
+        assert_eq!(c.release(start), end);
+        assert_eq!(c.release(end - Duration::from_nanos(1)), end);
+        assert_eq!(c.release(end), end);
+        assert_eq!(c.release(end + Duration::from_millis(1)), end + Duration::from_millis(1));
+    }
+
+    #[tokio::test]
+    async fn stream_events_follow_the_fault() {
+        async fn collect(fault: StreamFault, tokens: usize, usage: bool) -> Vec<Bytes> {
+            let events = Events {
+                first: Bytes::from_static(b"F"),
+                middle: Bytes::from_static(b"M"),
+                last: Bytes::from_static(b"L"),
+                usage: usage.then(|| Bytes::from_static(b"U")),
+            };
+            let ticket = Ticket::new(Arc::default());
+            let s = TokenStream::new(clock(None), Instant::now(), tokens, events, fault, ticket);
+            futures::StreamExt::collect::<Vec<_>>(s)
+                .await
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|e| match e {}))
+                .collect()
+        }
+        let b = |s: &'static [u8]| Bytes::from_static(s);
+        let done = b(DONE);
+        assert_eq!(collect(StreamFault::None, 1, false).await, [b(b"L"), done.clone()]);
+        assert_eq!(
+            collect(StreamFault::None, 3, true).await,
+            [b(b"F"), b(b"M"), b(b"L"), b(b"U"), done.clone()]
+        );
+        assert_eq!(
+            collect(StreamFault::Malformed, 2, false).await,
+            [b(b"F"), b(MALFORMED), b(b"L"), done]
+        );
+        assert_eq!(collect(StreamFault::Truncate(2), 3, true).await, [b(b"F"), b(b"M")]);
+        assert_eq!(collect(StreamFault::Truncate(9), 2, true).await, [b(b"F"), b(b"L"), b(b"U")]);
+        assert_eq!(collect(StreamFault::Truncate(0), 2, false).await, Vec::<Bytes>::new());
+    }
+}

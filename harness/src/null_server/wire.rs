@@ -56,7 +56,10 @@ struct RawRequest {
     #[serde(default)]
     stream_options: Option<StreamOptions>,
     #[serde(default)]
-    #[allow(dead_code)]
+    #[expect(
+        dead_code,
+        reason = "read only to refuse a non-boolean; every answer is max_tokens long"
+    )]
     ignore_eos: Option<bool>,
 }
 
