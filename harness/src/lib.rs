@@ -3,6 +3,7 @@
 pub mod client;
 pub mod load;
 pub mod metrics;
+pub mod null_server;
 pub mod progress;
 pub mod record;
 pub mod report;
@@ -15,6 +16,7 @@ pub use client::{Client, RunClock, TargetSpec};
 pub use metrics::{
     CoView, Distribution, Histograms, LoadReport, MetricsError, SummaryOptions, percentile,
 };
+pub use null_server::{NullServer, NullServerConfig, NullServerHandle};
 pub use record::{ErrorKind, RequestRecord};
 pub use report::{DynoExtensions, JsonReport, render_table};
 pub use runner::{LiveStats, RunOptions, run_plan};
