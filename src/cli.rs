@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::engine_cmd::{self, EngineArgs, ModelArgs, ServeArgs};
 use crate::kernels_cmd::{self, KernelsArgs};
+use crate::load_cmd::{self, LoadArgs};
 
 /// dyno: a dynamometer for LLM inference.
 #[derive(Debug, Parser)]
@@ -28,6 +29,8 @@ pub enum Command {
     Engine(EngineArgs),
     /// Serve the reference engine over an OpenAI-compatible HTTP API.
     Serve(ServeArgs),
+    /// Load-test a server (the built-in engine, the null server or any URL) with a workload.
+    Load(Box<LoadArgs>),
 }
 
 /// Arguments of `dyno tune` (and of the `tune` binary).
@@ -49,6 +52,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Model(args) => engine_cmd::run_model(args),
         Command::Engine(args) => engine_cmd::run_engine(args),
         Command::Serve(args) => engine_cmd::run_serve(args),
+        Command::Load(args) => load_cmd::run_load_cmd(*args),
     }
 }
 

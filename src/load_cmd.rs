@@ -5,7 +5,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use dyno_harness::load::{LoadMode, LoadOutcome, LoadSpec, run_load};
 use dyno_harness::metrics::SummaryOptions;
-use dyno_harness::null_server::{NullServer, NullServerConfig};
+use dyno_harness::null_server::NullServerConfig;
 use dyno_harness::progress::Progress;
 use dyno_harness::report::{JsonReport, render_table};
 use dyno_harness::search::SearchOptions;
@@ -64,6 +64,10 @@ pub struct LoadArgs {
     /// Null target: time between tokens, milliseconds.
     #[arg(long, default_value_t = 0.0)]
     pub null_itl_ms: f64,
+    /// Null target: busy-wait this many microseconds before each due event instead of
+    /// sleeping (tokio's timer alone is up to ~2 ms late); costs the server's core.
+    #[arg(long, default_value_t = 0)]
+    pub null_spin_us: u64,
     /// URL target: send prompts as token-id arrays instead of text.
     #[arg(long)]
     pub token_prompts: bool,
@@ -144,8 +148,8 @@ pub fn run_load_cmd(a: LoadArgs) -> Result<()> {
     }
     .context("starting the load generator's runtime")?;
     let timeout = Duration::from_secs_f64(a.timeout_s.max(0.001));
-    let outcome: LoadOutcome = runtime.block_on(async {
-        let (running, _null) = start(&target, &a).await?;
+    let (outcome, env) = runtime.block_on(async {
+        let running = target.start().await?;
         eprintln!("dyno load: {} → {}", workload.name, running.description);
         let pool = a.concurrency.or(a.max_concurrency).unwrap_or(256).max(64);
         let client = Client::new(running.spec.clone(), pool, timeout)?;
@@ -155,7 +159,6 @@ pub fn run_load_cmd(a: LoadArgs) -> Result<()> {
         let outcome = run_load(&client, &spec).await?;
         Ok::<_, anyhow::Error>((outcome, environment(&running, &a)))
     })?;
-    let (outcome, env) = outcome;
     print_outcome(&outcome);
     if let Some(path) = &a.json {
         let report_json = |r: &dyno_harness::LoadReport| {
@@ -184,68 +187,23 @@ fn plan_total(plan: &dyno_workloads::Plan) -> Option<usize> {
 }
 
 /// The target the arguments name (not started).
-fn target_from_args(a: &LoadArgs) -> Result<TargetChoice> {
+fn target_from_args(a: &LoadArgs) -> Result<Target> {
     Ok(match a.target.as_str() {
         "builtin" => {
             let (model, config) = a.setup.load()?;
-            TargetChoice::Started(Target::Builtin { model, config, checkpoint: a.checkpoint.clone() })
+            Target::Builtin { model, config, checkpoint: a.checkpoint.clone() }
         }
-        "null" => TargetChoice::Null(NullServerConfig {
-            ttft_ms: a.null_ttft_ms,
-            itl_ms: a.null_itl_ms,
-            ..NullServerConfig::default()
+        "null" => Target::Null(NullServerConfig {
+            spin_us: a.null_spin_us,
+            ..NullServerConfig::new(a.null_ttft_ms, a.null_itl_ms)
         }),
-        url if url.starts_with("http://") || url.starts_with("https://") => {
-            TargetChoice::Started(Target::Url {
-                base_url: url.to_owned(),
-                model: a.served_model.clone(),
-                token_prompts: a.token_prompts,
-            })
-        }
+        url if url.starts_with("http://") || url.starts_with("https://") => Target::Url {
+            base_url: url.to_owned(),
+            model: a.served_model.clone(),
+            token_prompts: a.token_prompts,
+        },
         other => bail!("--target {other}: expected builtin, null or an http(s):// URL"),
     })
-}
-
-/// A target as chosen on the command line.
-enum TargetChoice {
-    /// Started through the harness.
-    Started(Target),
-    /// The null server, on its own thread.
-    Null(NullServerConfig),
-}
-
-/// Starts the target; the second value keeps a null server alive.
-async fn start(
-    target: &TargetChoice,
-    a: &LoadArgs,
-) -> Result<(RunningTarget, Option<dyno_harness::null_server::NullServerHandle>)> {
-    match target {
-        TargetChoice::Started(t) => Ok((t.start().await?, None)),
-        TargetChoice::Null(config) => {
-            let addr = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
-            let handle = NullServer::run_on_own_thread(config.clone(), addr)?;
-            let running = Target::Url {
-                base_url: format!("http://{}", handle.local_addr()),
-                model: Some(config.model.clone()),
-                token_prompts: true,
-            }
-            .start()
-            .await?;
-            let _ = a;
-            Ok((
-                RunningTarget {
-                    description: format!(
-                        "null server (TTFT {} ms, ITL {} ms) on {}",
-                        config.ttft_ms,
-                        config.itl_ms,
-                        handle.local_addr()
-                    ),
-                    ..running
-                },
-                Some(handle),
-            ))
-        }
-    }
 }
 
 /// The environment a report records: this machine, the target, the dyno version.
@@ -265,8 +223,16 @@ fn print_outcome(outcome: &LoadOutcome) {
         _ => {
             println!(
                 "{:>9} {:>9} {:>9} {:>11} {:>10} {:>10} {:>10} {:>9} {:>7} {:>6}",
-                "rate", "sent/s", "req/s", "out tok/s", "TTFT p50", "TTFT p99", "TPOT p99",
-                "goodput", "failed", "SLO"
+                "rate",
+                "sent/s",
+                "req/s",
+                "out tok/s",
+                "TTFT p50",
+                "TTFT p99",
+                "TPOT p99",
+                "goodput",
+                "failed",
+                "SLO"
             );
             for r in &outcome.runs {
                 let rep = &r.report;

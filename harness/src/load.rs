@@ -79,10 +79,12 @@ pub async fn measure(
 
 /// Runs `spec` against `client`'s target.
 pub async fn run_load(client: &Client, spec: &LoadSpec) -> Result<LoadOutcome, WorkloadError> {
-    let at_rate = |rate: f64| LoadOverrides { rate: Some(rate), concurrency: None, ..spec.overrides };
+    let at_rate =
+        |rate: f64| LoadOverrides { rate: Some(rate), concurrency: None, ..spec.overrides };
     match &spec.mode {
         LoadMode::Single => {
-            let report = measure(client, &spec.workload, &spec.overrides, &spec.run, &spec.summary).await?;
+            let report =
+                measure(client, &spec.workload, &spec.overrides, &spec.run, &spec.summary).await?;
             Ok(LoadOutcome {
                 runs: vec![RunResult { rate: spec.overrides.rate, report }],
                 max_rate_under_slo: None,
@@ -92,7 +94,8 @@ pub async fn run_load(client: &Client, spec: &LoadSpec) -> Result<LoadOutcome, W
             let mut runs = Vec::with_capacity(rates.len());
             for &rate in rates {
                 let report =
-                    measure(client, &spec.workload, &at_rate(rate), &spec.run, &spec.summary).await?;
+                    measure(client, &spec.workload, &at_rate(rate), &spec.run, &spec.summary)
+                        .await?;
                 runs.push(RunResult { rate: Some(rate), report });
             }
             Ok(LoadOutcome { runs, max_rate_under_slo: None })

@@ -43,7 +43,9 @@ impl Progress {
                 let rate = (done + failed) as f64 / started.elapsed().as_secs_f64().max(1e-9);
                 let ttft = live
                     .ttft_p50_p99()
-                    .map(|(p50, p99)| format!("TTFT p50 {:.1} ms p99 {:.1} ms", p50 * 1e3, p99 * 1e3))
+                    .map(|(p50, p99)| {
+                        format!("TTFT p50 {:.1} ms p99 {:.1} ms", p50 * 1e3, p99 * 1e3)
+                    })
                     .unwrap_or_default();
                 shown.set_position((done + failed) as u64);
                 shown.set_message(format!("{done} ok, {failed} failed, {rate:.1} req/s {ttft}"));

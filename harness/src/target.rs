@@ -2,6 +2,7 @@
 //! server, or any OpenAI-compatible URL.
 
 use crate::client::TargetSpec;
+use crate::null_server::{NullServer, NullServerConfig, NullServerHandle};
 use dyno_engine::config::EngineConfig;
 use dyno_engine::engine::EngineHandle;
 use dyno_engine::model_config::ModelConfig;
@@ -32,6 +33,9 @@ pub enum Target {
         /// Send prompts as token-id arrays instead of text.
         token_prompts: bool,
     },
+    /// The null server on a thread of its own: tokens at a configured TTFT and ITL, no model;
+    /// measures the load generator itself.
+    Null(NullServerConfig),
 }
 
 /// A started target: where to send requests. Dropping it stops what it started.
@@ -43,6 +47,8 @@ pub struct RunningTarget {
     pub description: String,
     /// Keeps a built-in server alive.
     _server: Option<ServerThread>,
+    /// Keeps a null server alive.
+    _null: Option<NullServerHandle>,
 }
 
 /// A target that could not be started or reached.
@@ -54,6 +60,9 @@ pub enum TargetError {
     /// Binding or serving failed.
     #[error("starting the built-in server: {0}")]
     Io(#[from] std::io::Error),
+    /// The null server did not start.
+    #[error(transparent)]
+    Null(#[from] crate::null_server::NullServerError),
     /// A URL target that could not be asked for its models.
     #[error("{url}: {reason}")]
     Url {
@@ -69,7 +78,8 @@ impl Target {
     pub async fn start(&self) -> Result<RunningTarget, TargetError> {
         match self {
             Target::Builtin { model, config, checkpoint } => {
-                let (model, config, checkpoint) = (model.clone(), config.clone(), checkpoint.clone());
+                let (model, config, checkpoint) =
+                    (model.clone(), config.clone(), checkpoint.clone());
                 // Loading weights takes seconds: keep it off the async runtime's threads.
                 let started = tokio::task::spawn_blocking(move || {
                     let (handle, model) =
@@ -93,7 +103,7 @@ impl Target {
                     model: name,
                     token_prompts: true,
                 };
-                Ok(RunningTarget { spec, description, _server: Some(server) })
+                Ok(RunningTarget { spec, description, _server: Some(server), _null: None })
             }
             Target::Url { base_url, model, token_prompts } => {
                 let model = match model {
@@ -108,6 +118,26 @@ impl Target {
                         token_prompts: *token_prompts,
                     },
                     _server: None,
+                    _null: None,
+                })
+            }
+            Target::Null(config) => {
+                let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+                let handle = NullServer::run_on_own_thread(config.clone(), addr)?;
+                Ok(RunningTarget {
+                    description: format!(
+                        "null server (TTFT {} ms, ITL {} ms) on {}",
+                        config.ttft_ms,
+                        config.itl_ms,
+                        handle.local_addr()
+                    ),
+                    spec: TargetSpec {
+                        base_url: handle.base_url(),
+                        model: config.model.clone(),
+                        token_prompts: true,
+                    },
+                    _server: None,
+                    _null: Some(handle),
                 })
             }
         }

@@ -294,6 +294,14 @@ pub struct NullServerHandle {
     done: Done,
 }
 
+impl std::fmt::Debug for NullServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NullServerHandle")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
 impl NullServerHandle {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
