@@ -191,7 +191,7 @@ fn target_from_args(a: &LoadArgs) -> Result<Target> {
     Ok(match a.target.as_str() {
         "builtin" => {
             let (model, config) = a.setup.load()?;
-            Target::Builtin { model, config, checkpoint: a.checkpoint.clone() }
+            Target::Builtin { model, config: Box::new(config), checkpoint: a.checkpoint.clone() }
         }
         "null" => Target::Null(NullServerConfig {
             spin_us: a.null_spin_us,

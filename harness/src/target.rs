@@ -20,7 +20,7 @@ pub enum Target {
         /// The model to run.
         model: ModelConfig,
         /// Its engine config (validated against the model when the target starts).
-        config: EngineConfig,
+        config: Box<EngineConfig>,
         /// Safetensors checkpoint directory; random weights from `config.seed` when `None`.
         checkpoint: Option<PathBuf>,
     },
