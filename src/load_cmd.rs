@@ -135,7 +135,7 @@ pub fn run_load_cmd(a: LoadArgs) -> Result<()> {
         overrides,
         mode,
         run: RunOptions { max_in_flight: a.max_concurrency, live: Some(live.clone()) },
-        summary: SummaryOptions { max_lag_s: a.max_lag_ms / 1e3, ..SummaryOptions::default() },
+        summary: SummaryOptions { max_lag_s: a.max_lag_ms / 1e3 },
     };
     let target = target_from_args(&a)?;
     let runtime = if a.client_threads == 1 {
