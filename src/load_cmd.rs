@@ -134,7 +134,7 @@ pub fn run_load_cmd(a: LoadArgs) -> Result<()> {
         workload: workload.clone(),
         overrides,
         mode,
-        run: RunOptions { max_in_flight: a.max_concurrency, live: Some(live.clone()) },
+        run: RunOptions { max_in_flight: a.max_concurrency, live: Some(live.clone()), start: None },
         summary: SummaryOptions { max_lag_s: a.max_lag_ms / 1e3 },
     };
     let target = target_from_args(&a)?;

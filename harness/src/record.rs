@@ -23,7 +23,8 @@ pub enum ErrorKind {
     Truncated,
     /// No answer within the request timeout.
     Timeout,
-    /// Anything else (a transport error after connecting, for example).
+    /// Anything else: a transport error after connecting and before any response (the
+    /// server closed the connection without answering, for example).
     Other,
 }
 

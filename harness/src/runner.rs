@@ -24,6 +24,9 @@ pub struct RunOptions {
     pub max_in_flight: Option<usize>,
     /// Live counters for a progress display, updated as requests finish.
     pub live: Option<Arc<LiveStats>>,
+    /// The run's time origin (request 0 of an open loop is due then); a moment after the call
+    /// when `None`. Lets a caller line the run up with events on another clock.
+    pub start: Option<std::time::Instant>,
 }
 
 /// Counters a progress display reads while a run goes on.
@@ -80,7 +83,9 @@ async fn run_open(client: &Client, plan: &Plan, opts: &RunOptions) -> Vec<Reques
         (0..plan.arrivals_s.len()).map(|i| plan.request(i)).collect();
     let cap = opts.max_in_flight.map(|n| Arc::new(Semaphore::new(n.max(1))));
     // Start a little ahead so the first sends do not pay for setting up the loop.
-    let clock = RunClock::starting_at(std::time::Instant::now() + Duration::from_millis(2));
+    let clock = RunClock::starting_at(
+        opts.start.unwrap_or_else(|| std::time::Instant::now() + Duration::from_millis(2)),
+    );
     let mut tasks = JoinSet::new();
     for (req, &at) in requests.into_iter().zip(&plan.arrivals_s) {
         tokio::time::sleep_until(clock.instant_at(at).into()).await;
@@ -112,7 +117,10 @@ async fn run_closed(
 ) -> Vec<RequestRecord> {
     let next = Arc::new(AtomicUsize::new(0));
     let plan = Arc::new(plan.clone());
-    let clock = RunClock::start_now();
+    let clock = opts.start.map_or_else(RunClock::start_now, RunClock::starting_at);
+    if let Some(start) = opts.start {
+        tokio::time::sleep_until(start.into()).await;
+    }
     let mut tasks = JoinSet::new();
     for _ in 0..concurrency.max(1) {
         let (client, plan, next, live) =
