@@ -18,9 +18,11 @@ use serde::Serialize;
 
 use crate::api::SubmitError;
 
-/// An error answer: status, OpenAI error body and, for 429, a `Retry-After`.
+/// An error answer: status, OpenAI error body and, for 429, a `Retry-After`. Public so that
+/// other OpenAI-compatible servers in dyno (the harness's null server) answer in exactly the
+/// same shape.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ApiError {
+pub struct ApiError {
     pub(crate) status: StatusCode,
     pub(crate) message: String,
     pub(crate) kind: &'static str,
@@ -30,24 +32,42 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, kind: &'static str, message: String) -> Self {
+    /// `status` with OpenAI error `type` `kind` and `message`; no param, code or retry hint.
+    pub fn new(status: StatusCode, kind: &'static str, message: String) -> Self {
         Self { status, message, kind, param: None, code: None, retry_after_s: None }
     }
 
+    /// The same error with OpenAI's `code` field set.
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
+    }
+
+    /// The same error with a `Retry-After` header of `seconds`.
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after_s = Some(seconds);
+        self
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
     /// 400 about one request field.
-    pub(crate) fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
         let mut e = Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message.into());
         e.param = Some(param.into());
         e
     }
 
     /// 400 about the request as a whole (no single field at fault).
-    pub(crate) fn invalid_body(message: impl Into<String>) -> Self {
+    pub fn invalid_body(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message.into())
     }
 
     /// 400 for a body that is not JSON; serde's message carries the line and column.
-    pub(crate) fn malformed_json(err: &serde_json::Error) -> Self {
+    pub fn malformed_json(err: &serde_json::Error) -> Self {
         Self::invalid_body(format!("the request body is not valid JSON: {err}"))
     }
 
@@ -64,7 +84,7 @@ impl ApiError {
     }
 
     /// 404 for an unknown route.
-    pub(crate) fn route_not_found(method: &str, path: &str) -> Self {
+    pub fn route_not_found(method: &str, path: &str) -> Self {
         let mut e = Self::new(
             StatusCode::NOT_FOUND,
             "invalid_request_error",
@@ -75,7 +95,7 @@ impl ApiError {
     }
 
     /// 405 for a known route asked with the wrong method.
-    pub(crate) fn method_not_allowed(method: &str, path: &str) -> Self {
+    pub fn method_not_allowed(method: &str, path: &str) -> Self {
         let mut e = Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "invalid_request_error",
@@ -86,7 +106,7 @@ impl ApiError {
     }
 
     /// The body could not be read (too large, connection broken).
-    pub(crate) fn body_rejected(rejection: &BytesRejection) -> Self {
+    pub fn body_rejected(rejection: &BytesRejection) -> Self {
         Self::new(
             rejection.status(),
             "invalid_request_error",
@@ -129,7 +149,7 @@ struct ErrorDetail<'a> {
 
 impl ApiError {
     /// The JSON body.
-    pub(crate) fn body(&self) -> String {
+    pub fn body(&self) -> String {
         let body = ErrorBody {
             error: ErrorDetail {
                 message: &self.message,

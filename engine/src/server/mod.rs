@@ -64,7 +64,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::api::{Backend, Event, FinishReason};
 use crate::tokenizer::StreamDecoder;
-use errors::ApiError;
+pub use errors::ApiError;
 use openai::{Delta, Endpoint, Header, ParsedRequest, Usage};
 
 /// What every handler shares.

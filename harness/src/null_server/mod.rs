@@ -72,8 +72,9 @@ use tokio::time::Instant;
 
 pub use config::{ConfigError, Fault, FaultKind, NullServerConfig, Stall};
 use conn::{ConnHandle, CuttableListener};
+use dyno_engine::server::ApiError;
 use stream::{Clock, Counters, CutBody, Events, Outcome, StreamFault, Ticket, TokenStream};
-use wire::{ApiError, Endpoint, Meta};
+use wire::{Endpoint, Meta, injected_error};
 
 /// Why the null server could not start or did not stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -394,14 +395,7 @@ async fn generate(
     // Arriving inside the stall window counts as arriving at its end.
     let arrival = shared.clock.release(arrival);
     let parsed = body
-        .map_err(|r| {
-            let mut e = ApiError::bad_request(
-                None,
-                format!("could not read the request body: {}", r.body_text()),
-            );
-            e.status = r.status();
-            e
-        })
+        .map_err(|r| ApiError::body_rejected(&r))
         .and_then(|b| wire::parse(endpoint, &b, shared.max_tokens_limit));
     let parsed = match parsed {
         Ok(p) => p,
@@ -424,7 +418,7 @@ async fn generate(
         }
         Some(FaultKind::Status { code }) => {
             shared.clock.wait_until(arrival).await;
-            return ApiError::injected(code, ordinal).into_response();
+            return injected_error(code, ordinal).into_response();
         }
         _ => {}
     }
@@ -496,7 +490,7 @@ async fn health(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn route_not_found(State(shared): State<Arc<Shared>>, method: Method, uri: Uri) -> Response {
     shared.hold().await;
-    ApiError::not_found(method.as_str(), uri.path()).into_response()
+    ApiError::route_not_found(method.as_str(), uri.path()).into_response()
 }
 
 async fn method_not_allowed(

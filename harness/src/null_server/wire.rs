@@ -4,10 +4,10 @@
 use std::fmt::{self, Write as _};
 
 use axum::body::Bytes;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use dyno_engine::server::ApiError;
+use serde::Deserialize;
 use serde::de::{Deserializer, SeqAccess, Visitor};
-use serde::{Deserialize, Serialize};
 
 /// The text of every token event.
 pub(crate) const TOKEN_TEXT: &str = " tok";
@@ -141,18 +141,17 @@ impl<'de> Deserialize<'de> for Len {
 
 /// Reads a request body. `limit` is the largest `max_tokens` allowed.
 pub(crate) fn parse(endpoint: Endpoint, body: &[u8], limit: usize) -> Result<Parsed, ApiError> {
-    let raw: RawRequest = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(None, format!("the request body is not valid JSON: {e}"))
-    })?;
+    let raw: RawRequest = serde_json::from_slice(body)
+        .map_err(|e| bad_request(None, format!("the request body is not valid JSON: {e}")))?;
     let prompt_tokens = match endpoint {
         Endpoint::Completions => match raw.prompt {
             Some(Len(n)) => n,
-            None => return Err(ApiError::bad_request(Some("prompt"), "`prompt` is required")),
+            None => return Err(bad_request(Some("prompt"), "`prompt` is required")),
         },
         Endpoint::Chat => match raw.messages {
             Some(m) => m.iter().map(|m| m.content.as_ref().map_or(0, |c| c.0)).sum(),
             None => {
-                return Err(ApiError::bad_request(Some("messages"), "`messages` is required"));
+                return Err(bad_request(Some("messages"), "`messages` is required"));
             }
         },
     };
@@ -161,7 +160,7 @@ pub(crate) fn parse(endpoint: Endpoint, body: &[u8], limit: usize) -> Result<Par
         _ => ("max_tokens", raw.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),
     };
     if max_tokens < 1 || max_tokens > limit as u64 {
-        return Err(ApiError::bad_request(
+        return Err(bad_request(
             Some(field),
             format!("`{field}` must be from 1 to this server's limit of {limit}, got {max_tokens}"),
         ));
@@ -272,114 +271,30 @@ fn write_usage(s: &mut String, prompt: usize, completion: usize) {
     );
 }
 
-/// An error answer in OpenAI's shape:
-/// `{"error":{"message":…,"type":…,"param":…,"code":…}}`.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ApiError {
-    pub(crate) status: StatusCode,
-    pub(crate) message: String,
-    pub(crate) kind: &'static str,
-    pub(crate) param: Option<&'static str>,
-    pub(crate) code: Option<&'static str>,
+/// An injected `status` fault: the status with the `type` OpenAI uses for it,
+/// `code: "injected_fault"`, and `Retry-After: 1` on 429 and 503.
+pub(crate) fn injected_error(code: u16, request: u64) -> ApiError {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let kind = match status.as_u16() {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        503 => "service_unavailable_error",
+        500..=599 => "server_error",
+        _ => "invalid_request_error",
+    };
+    let e =
+        ApiError::new(status, kind, format!("injected fault: status {code} (request {request})"))
+            .with_code("injected_fault");
+    if matches!(status.as_u16(), 429 | 503) { e.with_retry_after(1) } else { e }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
-}
-
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    message: &'a str,
-    #[serde(rename = "type")]
-    kind: &'a str,
-    param: Option<&'a str>,
-    code: Option<&'a str>,
-}
-
-impl ApiError {
-    /// 400 `invalid_request_error`.
-    pub(crate) fn bad_request(param: Option<&'static str>, message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            message: message.into(),
-            kind: "invalid_request_error",
-            param,
-            code: None,
-        }
-    }
-
-    /// An injected `status` fault: the status with the `type` OpenAI uses for it and
-    /// `code: "injected_fault"`.
-    pub(crate) fn injected(code: u16, request: u64) -> Self {
-        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let kind = match status.as_u16() {
-            401 => "authentication_error",
-            403 => "permission_error",
-            404 => "not_found_error",
-            429 => "rate_limit_error",
-            503 => "service_unavailable_error",
-            500..=599 => "server_error",
-            _ => "invalid_request_error",
-        };
-        Self {
-            status,
-            message: format!("injected fault: status {code} (request {request})"),
-            kind,
-            param: None,
-            code: Some("injected_fault"),
-        }
-    }
-
-    /// 404 for an unknown route.
-    pub(crate) fn not_found(method: &str, path: &str) -> Self {
-        Self {
-            status: StatusCode::NOT_FOUND,
-            message: format!("Unknown route: {method} {path}"),
-            kind: "invalid_request_error",
-            param: None,
-            code: Some("not_found"),
-        }
-    }
-
-    /// 405 for a known route asked with the wrong method.
-    pub(crate) fn method_not_allowed(method: &str, path: &str) -> Self {
-        Self {
-            status: StatusCode::METHOD_NOT_ALLOWED,
-            message: format!("Method {method} is not allowed on {path}"),
-            kind: "invalid_request_error",
-            param: None,
-            code: Some("method_not_allowed"),
-        }
-    }
-
-    /// The JSON body.
-    pub(crate) fn body(&self) -> String {
-        let body = ErrorBody {
-            error: ErrorDetail {
-                message: &self.message,
-                kind: self.kind,
-                param: self.param,
-                code: self.code,
-            },
-        };
-        // Strings and options only: serializing cannot fail.
-        serde_json::to_string(&body).unwrap_or_default()
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut resp = (
-            self.status,
-            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-            self.body(),
-        )
-            .into_response();
-        if matches!(self.status.as_u16(), 429 | 503) {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        resp
+/// 400 about field `param`, or about the whole request when `None`.
+pub(crate) fn bad_request(param: Option<&'static str>, message: impl Into<String>) -> ApiError {
+    match param {
+        Some(p) => ApiError::invalid(p, message),
+        None => ApiError::invalid_body(message),
     }
 }
 
@@ -462,7 +377,7 @@ mod tests {
             br#"{"prompt":"#,
         ] {
             let e = parse(Endpoint::Completions, bad, 64).unwrap_err();
-            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(bad));
+            assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(bad));
         }
     }
 }
