@@ -64,7 +64,9 @@ pub fn update_alerts(
             .iter()
             .enumerate()
             .filter(|(i, a)| {
-                !touched[*i] && a.kind == cp.kind && a.index.abs_diff(cp.index) <= config.match_distance
+                !touched[*i]
+                    && a.kind == cp.kind
+                    && a.index.abs_diff(cp.index) <= config.match_distance
             })
             .min_by_key(|(_, a)| (rank(a), a.index.abs_diff(cp.index)))
             .map(|(i, _)| i);
@@ -90,8 +92,7 @@ pub fn update_alerts(
     }
     for (alert, touched) in alerts.iter_mut().zip(&touched) {
         let after = len.saturating_sub(alert.index + 1);
-        if !touched && alert.state == AlertState::Provisional && after >= config.min_points_after
-        {
+        if !touched && alert.state == AlertState::Provisional && after >= config.min_points_after {
             alert.state = AlertState::Retracted;
         }
     }

@@ -51,16 +51,24 @@ pub fn best_split(x: &[f64], min_size: usize) -> Option<(usize, f64)> {
     best
 }
 
-/// Candidate change points of `x` by recursive bisection at [`best_split`]: every window is
-/// split at its best τ until the parts are shorter than `2 · min_size`. Returns the indices
-/// (the first point of each new segment) in increasing order. The caller prunes them by
-/// significance and magnitude.
-pub fn candidates(x: &[f64], min_size: usize) -> Vec<usize> {
+/// Candidate change points of `x` by recursive bisection at [`best_split`]: a window is split at
+/// its best τ when `accept(left, right)` holds for the two parts, and the parts are split in
+/// turn, until no part can be split or accepted. Returns the indices (the first point of each
+/// new segment) in increasing order. The caller prunes them again against their final
+/// neighbours.
+pub fn candidates(
+    x: &[f64],
+    min_size: usize,
+    accept: impl Fn(&[f64], &[f64]) -> bool,
+) -> Vec<usize> {
     let mut out = Vec::new();
     let mut stack = vec![(0usize, x.len())];
     while let Some((lo, hi)) = stack.pop() {
         if let Some((tau, _)) = best_split(&x[lo..hi], min_size) {
             let c = lo + tau;
+            if !accept(&x[lo..c], &x[c..hi]) {
+                continue;
+            }
             out.push(c);
             stack.push((lo, c));
             stack.push((c, hi));

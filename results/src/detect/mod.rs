@@ -282,11 +282,17 @@ fn candidate_stats(
 /// candidate passes. Of those, the ones followed by at least `min_points_after` points are
 /// returned; the younger ones still bound their neighbours' segments but wait for more data.
 /// Non-finite values give an empty list.
-pub fn change_points(values: &[f64], direction: Direction, config: &DetectConfig) -> Vec<ChangePoint> {
+pub fn change_points(
+    values: &[f64],
+    direction: Direction,
+    config: &DetectConfig,
+) -> Vec<ChangePoint> {
     if values.iter().any(|v| !v.is_finite()) {
         return Vec::new();
     }
-    let mut cps = edivisive::candidates(values, config.min_segment);
+    let mut cps = edivisive::candidates(values, config.min_segment, |left, right| {
+        t_test(left, right, config.welch).is_some_and(|t| t.p_value <= config.p_value)
+    });
     loop {
         let mut worst: Option<(usize, f64)> = None;
         for i in 0..cps.len() {
@@ -311,6 +317,7 @@ pub fn change_points(values: &[f64], direction: Direction, config: &DetectConfig
             None => break,
         }
     }
+    refine(values, &mut cps, config);
     (0..cps.len())
         .filter(|&i| values.len() - 1 - cps[i] >= config.min_points_after)
         .filter_map(|i| {
@@ -325,6 +332,32 @@ pub fn change_points(values: &[f64], direction: Direction, config: &DetectConfig
             })
         })
         .collect()
+}
+
+/// Moves each change point by at most `match_distance` to the split of its two neighbouring
+/// segments with the least squared error (the largest m·k/(m+k)·(mean difference)²). The
+/// energy statistic weighs a borderline first point of a new level by its distances to the
+/// whole distribution; this settles it by the means, the same measure the t-test and the
+/// reported change use.
+fn refine(values: &[f64], cps: &mut [usize], config: &DetectConfig) {
+    let min = config.min_segment.max(1);
+    for i in 0..cps.len() {
+        let lo = if i == 0 { 0 } else { cps[i - 1] };
+        let hi = cps.get(i + 1).copied().unwrap_or(values.len());
+        let from = cps[i].saturating_sub(config.match_distance).max(lo + min);
+        let to = (cps[i] + config.match_distance).min(hi.saturating_sub(min));
+        let score = |tau: usize| {
+            let (l, r) = (&values[lo..tau], &values[tau..hi]);
+            let (m, k) = (l.len() as f64, r.len() as f64);
+            match (mean(l), mean(r)) {
+                (Some(a), Some(b)) => m * k / (m + k) * (b - a) * (b - a),
+                _ => f64::NEG_INFINITY,
+            }
+        };
+        if let Some(best) = (from..=to).max_by(|&a, &b| score(a).total_cmp(&score(b))) {
+            cps[i] = best;
+        }
+    }
 }
 
 /// Both stages: the confirmed change points, then the provisional check of the newest point
