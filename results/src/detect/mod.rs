@@ -276,12 +276,14 @@ fn candidate_stats(
 
 /// Stage 2: confirmed change points of `values` (Hunter/Otava style).
 ///
-/// E-divisive means proposes candidates ([`edivisive::candidates`]); then, as Hunter does, the
-/// weakest candidate (largest p-value) that fails `p_value` or `min_magnitude` against its
-/// neighbouring segments is dropped, its segments merged, and the rest re-tested, until every
-/// candidate passes. Of those, the ones followed by at least `min_points_after` points are
-/// returned; the younger ones still bound their neighbours' segments but wait for more data.
-/// Non-finite values give an empty list.
+/// E-divisive means bisects the series top-down ([`edivisive::candidates`]), keeping a split
+/// only when a t-test between the two parts of its window gives p ≤ `p_value`. Then, as Hunter
+/// does, the weakest candidate (largest p-value) that fails `p_value` or `min_magnitude` against
+/// its final neighbouring segments is dropped, its segments merged, and the rest re-tested,
+/// until every candidate passes; each survivor is then moved by at most `match_distance` to
+/// the least-squares split between its neighbours. Of those, the ones followed by at least
+/// `min_points_after` points are returned; the younger ones still bound their neighbours'
+/// segments but wait for more data. Non-finite values give an empty list.
 pub fn change_points(
     values: &[f64],
     direction: Direction,
