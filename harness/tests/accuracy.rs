@@ -62,5 +62,4 @@ fn medians_and_rate_match_the_injected_truth() {
         (achieved - RATE).abs() <= 0.02 * RATE,
         "achieved {achieved:.3} req/s, requested {RATE}"
     );
-    assert!(report.valid, "{:?}", report.invalid_reason);
 }
