@@ -13,10 +13,8 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 fn parse_json(what: &str, text: &str) -> Result<serde_json::Value> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
-        what: what.to_string(),
-        reason: e.to_string(),
-    })
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Corrupt { what: what.to_string(), reason: e.to_string() })
 }
 
 fn parse_status(s: &str) -> Result<RunStatus> {
@@ -30,10 +28,7 @@ fn check_finite(field: String, x: f64) -> Result<()> {
     if x.is_finite() {
         Ok(())
     } else {
-        Err(StoreError::Invalid {
-            field,
-            reason: format!("{x} is not a finite number"),
-        })
+        Err(StoreError::Invalid { field, reason: format!("{x} is not a finite number") })
     }
 }
 
@@ -67,9 +62,7 @@ impl RunRow {
             status: parse_status(&self.status)?,
             idempotency_key: self.idempotency_key,
             environment: parse_json("run environment", &self.environment)?,
-            testbed: Testbed {
-                spec: parse_json("testbed spec", &self.spec)?,
-            },
+            testbed: Testbed { spec: parse_json("testbed spec", &self.spec)? },
             started_at: self.started_at,
             finished_at: self.finished_at,
         })

@@ -12,7 +12,9 @@ pub enum StoreError {
         reason: String,
     },
     /// The URL names no supported backend.
-    #[error("unsupported results database URL {url}: expected sqlite://PATH, a file path or postgres://...")]
+    #[error(
+        "unsupported results database URL {url}: expected sqlite://PATH, a file path or postgres://..."
+    )]
     UnsupportedUrl {
         /// The URL, password redacted.
         url: String,
@@ -95,9 +97,8 @@ pub fn redact_url(url: &str) -> String {
     let mut out = url.to_string();
     if let Some(scheme_end) = out.find("://") {
         let rest_start = scheme_end + 3;
-        let authority_end = out[rest_start..]
-            .find(['/', '?'])
-            .map_or(out.len(), |i| rest_start + i);
+        let authority_end =
+            out[rest_start..].find(['/', '?']).map_or(out.len(), |i| rest_start + i);
         if let Some(at) = out[rest_start..authority_end].rfind('@') {
             let userinfo = &out[rest_start..rest_start + at];
             if let Some(colon) = userinfo.find(':') {

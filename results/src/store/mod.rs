@@ -16,10 +16,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
+use sqlx::{ConnectOptions, Connection};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
-pub use error::{redact_url, Result, StoreError};
+pub use error::{Result, StoreError, redact_url};
 pub use types::{
     BeginRun, CommitInfo, Histogram, ImportSummary, MetricValue, Point, RunInfo, RunRecord,
     RunStatus, RunSummary, Scenario, ScenarioResult, SeriesFilter, Testbed,
@@ -64,12 +65,13 @@ impl Store {
             url: shown.clone(),
             reason: one_line(e),
         };
-        let migrate_err = |source| StoreError::Migrate {
-            url: shown.clone(),
-            source,
-        };
+        let migrate_err = |source| StoreError::Migrate { url: shown.clone(), source };
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url).map_err(|e| connect_err(&e))?;
+            // One direct connection first: a pool retries a refused connection until its
+            // acquire timeout, and an unreachable server should fail at once.
+            let probe = options.connect().await.map_err(|e| connect_err(&e))?;
+            probe.close().await.map_err(|e| connect_err(&e))?;
             let pool = PgPoolOptions::new()
                 .max_connections(8)
                 .acquire_timeout(Duration::from_secs(10))
@@ -183,10 +185,8 @@ impl Store {
             if line.trim().is_empty() {
                 continue;
             }
-            let record: RunRecord = serde_json::from_str(&line).map_err(|e| StoreError::Import {
-                line: i + 1,
-                reason: e.to_string(),
-            })?;
+            let record: RunRecord = serde_json::from_str(&line)
+                .map_err(|e| StoreError::Import { line: i + 1, reason: e.to_string() })?;
             records.push(record);
         }
         let mut summary = ImportSummary::default();
