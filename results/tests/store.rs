@@ -493,3 +493,60 @@ fn migration_dialects_differ_only_where_the_dialects_do() {
         assert_eq!(translated, body("postgres"), "{name:?}");
     }
 }
+
+async fn studies_and_trials(ctx: Ctx) {
+    let store = ctx.store(0).await;
+    let study = store
+        .create_study(&StudyInfo {
+            name: "tune-chat".into(),
+            scenario: Some(scenario()),
+            objective: "maximize goodput".into(),
+            search_space: json!({"max_batch": [1, 64]}),
+        })
+        .await
+        .expect("study");
+    let t0 = store
+        .begin_trial(study, &json!({"max_batch": 8}), Some(&json!({"goodput": 10.0})))
+        .await
+        .expect("trial 0");
+    let t1 = store.begin_trial(study, &json!({"max_batch": 64}), None).await.expect("trial 1");
+    assert_eq!((t0.number, t1.number), (0, 1));
+    assert_eq!(t0.status, TrialStatus::Running);
+    let run = complete_run(&store, "c1", Some(1), "trial-0", 1.0).await;
+    store
+        .finish_trial(
+            t0.id,
+            &TrialOutcome {
+                status: TrialStatus::Completed,
+                measured: Some(json!({"goodput": 9.5})),
+                error: None,
+                run: Some(run),
+            },
+        )
+        .await
+        .expect("finish 0");
+    store
+        .finish_trial(
+            t1.id,
+            &TrialOutcome {
+                status: TrialStatus::Failed,
+                measured: None,
+                error: Some("out of memory".into()),
+                run: None,
+            },
+        )
+        .await
+        .expect("finish 1");
+    store.finish_study(study, RunStatus::Completed).await.expect("finish study");
+    let trials = store.trials(study).await.expect("trials");
+    assert_eq!(trials.len(), 2);
+    assert_eq!(trials[0].predicted, Some(json!({"goodput": 10.0})));
+    assert_eq!(trials[0].measured, Some(json!({"goodput": 9.5})));
+    assert_eq!(trials[0].run, Some(run));
+    assert_eq!(trials[1].status, TrialStatus::Failed);
+    assert_eq!(trials[1].error.as_deref(), Some("out of memory"));
+    assert!(trials[1].finished_at.is_some());
+    let err = store.begin_trial(study + 100, &json!({}), None).await.expect_err("no study");
+    assert!(matches!(err, StoreError::UnknownStudy(_)), "{err}");
+}
+both!(studies_and_trials);

@@ -112,6 +112,43 @@ struct MeasureRow {
     lower_is_better: bool,
 }
 
+#[derive(sqlx::FromRow)]
+struct TrialRow {
+    id: i64,
+    study_id: i64,
+    number: i64,
+    config: String,
+    predicted: Option<String>,
+    measured: Option<String>,
+    status: String,
+    error: Option<String>,
+    run_id: Option<i64>,
+    started_at: i64,
+    finished_at: Option<i64>,
+}
+
+impl TrialRow {
+    fn into_trial(self) -> Result<Trial> {
+        let opt = |what: &str, t: Option<String>| t.map(|t| parse_json(what, &t)).transpose();
+        Ok(Trial {
+            id: self.id,
+            study: self.study_id,
+            number: self.number,
+            config: parse_json("trial config", &self.config)?,
+            predicted: opt("trial prediction", self.predicted)?,
+            measured: opt("trial measurement", self.measured)?,
+            status: TrialStatus::parse(&self.status).ok_or_else(|| StoreError::Corrupt {
+                what: "trial status".into(),
+                reason: format!("unknown status {:?}", self.status),
+            })?,
+            error: self.error,
+            run: self.run_id,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+        })
+    }
+}
+
 macro_rules! backend {
     ($modname:ident, $db:ty) => {
         pub(crate) mod $modname {
@@ -501,6 +538,111 @@ macro_rules! backend {
                 }
                 tx.commit().await?;
                 Ok(true)
+            }
+
+            pub(crate) async fn create_study(pool: &Pool, info: &StudyInfo) -> Result<i64> {
+                let mut tx = pool.begin().await?;
+                let scenario = match &info.scenario {
+                    Some(s) => Some(scenario_id(&mut tx, s).await?),
+                    None => None,
+                };
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO studies (name, scenario_id, objective, search_space, status, created_at) \
+                     VALUES ($1, $2, $3, $4, 'running', $5) RETURNING id",
+                )
+                .bind(&info.name)
+                .bind(scenario)
+                .bind(&info.objective)
+                .bind(info.search_space.to_string())
+                .bind(now_ms())
+                .fetch_one(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(id)
+            }
+
+            pub(crate) async fn finish_study(pool: &Pool, study: i64, status: RunStatus) -> Result<()> {
+                let done = sqlx::query("UPDATE studies SET status = $1, finished_at = $2 WHERE id = $3")
+                    .bind(status.as_str())
+                    .bind(now_ms())
+                    .bind(study)
+                    .execute(pool)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::UnknownStudy(study));
+                }
+                Ok(())
+            }
+
+            pub(crate) async fn begin_trial(
+                pool: &Pool,
+                study: i64,
+                config: &serde_json::Value,
+                predicted: Option<&serde_json::Value>,
+            ) -> Result<Trial> {
+                let mut tx = pool.begin().await?;
+                let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM studies WHERE id = $1")
+                    .bind(study)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if exists.is_none() {
+                    return Err(StoreError::UnknownStudy(study));
+                }
+                let next: Option<i64> = sqlx::query_scalar("SELECT MAX(number) FROM trials WHERE study_id = $1")
+                    .bind(study)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let number = next.map_or(0, |n| n + 1);
+                let row: TrialRow = sqlx::query_as(
+                    "INSERT INTO trials (study_id, number, config, predicted, status, started_at) \
+                     VALUES ($1, $2, $3, $4, 'running', $5) RETURNING id, study_id, number, config, \
+                     predicted, measured, status, error, run_id, started_at, finished_at",
+                )
+                .bind(study)
+                .bind(number)
+                .bind(config.to_string())
+                .bind(predicted.map(|p| p.to_string()))
+                .bind(now_ms())
+                .fetch_one(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                row.into_trial()
+            }
+
+            pub(crate) async fn finish_trial(pool: &Pool, trial: i64, outcome: &TrialOutcome) -> Result<()> {
+                if outcome.status == TrialStatus::Running {
+                    return Err(StoreError::Invalid {
+                        field: "trial status".into(),
+                        reason: "a trial cannot finish as running".into(),
+                    });
+                }
+                let done = sqlx::query(
+                    "UPDATE trials SET status = $1, measured = $2, error = $3, run_id = $4, finished_at = $5 \
+                     WHERE id = $6",
+                )
+                .bind(outcome.status.as_str())
+                .bind(outcome.measured.as_ref().map(|m| m.to_string()))
+                .bind(outcome.error.as_deref())
+                .bind(outcome.run)
+                .bind(now_ms())
+                .bind(trial)
+                .execute(pool)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::UnknownTrial(trial));
+                }
+                Ok(())
+            }
+
+            pub(crate) async fn trials(pool: &Pool, study: i64) -> Result<Vec<Trial>> {
+                let rows: Vec<TrialRow> = sqlx::query_as(
+                    "SELECT id, study_id, number, config, predicted, measured, status, error, run_id, \
+                     started_at, finished_at FROM trials WHERE study_id = $1 ORDER BY number",
+                )
+                .bind(study)
+                .fetch_all(pool)
+                .await?;
+                rows.into_iter().map(TrialRow::into_trial).collect()
             }
 
             async fn key_exists(conn: &mut Conn, key: &str) -> Result<bool> {

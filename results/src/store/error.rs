@@ -34,6 +34,12 @@ pub enum StoreError {
     /// No run has this id.
     #[error("no run with id {0}")]
     UnknownRun(i64),
+    /// No study has this id.
+    #[error("no study with id {0}")]
+    UnknownStudy(i64),
+    /// No trial has this id.
+    #[error("no trial with id {0}")]
+    UnknownTrial(i64),
     /// The run is no longer `running`, so nothing more can be recorded into it.
     #[error("run {id} is {status}, not running")]
     RunNotRunning {

@@ -23,7 +23,8 @@ use sqlx::{ConnectOptions, Connection};
 pub use error::{Result, StoreError, redact_url};
 pub use types::{
     BeginRun, CommitInfo, Histogram, ImportSummary, MetricValue, Point, RunInfo, RunRecord,
-    RunStatus, RunSummary, Scenario, ScenarioResult, SeriesFilter, Testbed,
+    RunStatus, RunSummary, Scenario, ScenarioResult, SeriesFilter, StudyInfo, Testbed, Trial,
+    TrialOutcome, TrialStatus,
 };
 
 /// The SQLite file used when no URL is given.
@@ -198,6 +199,37 @@ impl Store {
             }
         }
         Ok(summary)
+    }
+
+    /// Create a tuning study (status `running`); returns its id.
+    pub async fn create_study(&self, info: &StudyInfo) -> Result<i64> {
+        dispatch!(self, create_study(info))
+    }
+
+    /// Set a study's final status.
+    pub async fn finish_study(&self, study: i64, status: RunStatus) -> Result<()> {
+        dispatch!(self, finish_study(study, status))
+    }
+
+    /// Start the study's next trial (numbered 0, 1, ...) with its config and the tuner's
+    /// prediction.
+    pub async fn begin_trial(
+        &self,
+        study: i64,
+        config: &serde_json::Value,
+        predicted: Option<&serde_json::Value>,
+    ) -> Result<Trial> {
+        dispatch!(self, begin_trial(study, config, predicted))
+    }
+
+    /// Record how a trial ended.
+    pub async fn finish_trial(&self, trial: i64, outcome: &TrialOutcome) -> Result<()> {
+        dispatch!(self, finish_trial(trial, outcome))
+    }
+
+    /// A study's trials by number.
+    pub async fn trials(&self, study: i64) -> Result<Vec<Trial>> {
+        dispatch!(self, trials(study))
     }
 
     /// Close the pool (waits for connections to be returned).

@@ -342,3 +342,93 @@ fn canonical_json(v: &serde_json::Value, out: &mut String) {
         other => out.push_str(&other.to_string()),
     }
 }
+
+/// Status of a tuner trial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrialStatus {
+    /// Being measured.
+    Running,
+    /// Measured.
+    Completed,
+    /// The engine or the measurement failed (see the trial's error).
+    Failed,
+    /// Stopped early by the tuner.
+    Pruned,
+}
+
+impl TrialStatus {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrialStatus::Running => "running",
+            TrialStatus::Completed => "completed",
+            TrialStatus::Failed => "failed",
+            TrialStatus::Pruned => "pruned",
+        }
+    }
+
+    /// Parse a stored name.
+    pub fn parse(s: &str) -> Option<TrialStatus> {
+        match s {
+            "running" => Some(TrialStatus::Running),
+            "completed" => Some(TrialStatus::Completed),
+            "failed" => Some(TrialStatus::Failed),
+            "pruned" => Some(TrialStatus::Pruned),
+            _ => None,
+        }
+    }
+}
+
+/// A tuning study to create.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StudyInfo {
+    /// Study name.
+    pub name: String,
+    /// The scenario tuned, if any.
+    pub scenario: Option<Scenario>,
+    /// The objective, e.g. `maximize goodput s.t. ttft_p99 <= 0.5`.
+    pub objective: String,
+    /// The search space as JSON.
+    pub search_space: serde_json::Value,
+}
+
+/// How a trial ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialOutcome {
+    /// Completed, failed or pruned.
+    pub status: TrialStatus,
+    /// Measured metrics as JSON, if measured.
+    pub measured: Option<serde_json::Value>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// The run holding its full results, if recorded.
+    pub run: Option<i64>,
+}
+
+/// A stored trial.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trial {
+    /// Trial id.
+    pub id: i64,
+    /// Its study.
+    pub study: i64,
+    /// Number within the study (0, 1, ...).
+    pub number: i64,
+    /// The engine config tried, as JSON.
+    pub config: serde_json::Value,
+    /// The tuner's predicted metrics, as JSON.
+    pub predicted: Option<serde_json::Value>,
+    /// Measured metrics, as JSON.
+    pub measured: Option<serde_json::Value>,
+    /// Status.
+    pub status: TrialStatus,
+    /// Error, when failed.
+    pub error: Option<String>,
+    /// Run with the full results.
+    pub run: Option<i64>,
+    /// Start, unix ms.
+    pub started_at: i64,
+    /// End, unix ms.
+    pub finished_at: Option<i64>,
+}
