@@ -550,3 +550,21 @@ async fn studies_and_trials(ctx: Ctx) {
     assert!(matches!(err, StoreError::UnknownStudy(_)), "{err}");
 }
 both!(studies_and_trials);
+
+async fn concurrent_writers(ctx: Ctx) {
+    let url = ctx.url(0).await;
+    let a = Store::open(&url).await.expect("open a");
+    let b = Store::open(&url).await.expect("open b");
+    let write = |store: Store, tag: &'static str| async move {
+        for i in 0..10 {
+            let sha = format!("{tag}{i}");
+            complete_run(&store, &sha, None, &format!("key-{sha}"), 1.0).await;
+        }
+    };
+    tokio::join!(write(a.clone(), "a"), write(b.clone(), "b"));
+    assert_eq!(a.runs(100).await.expect("runs").len(), 20);
+    let points = a.series(&ttft_filter()).await.expect("series");
+    let ordinals: BTreeSet<i64> = points.iter().map(|p| p.ordinal).collect();
+    assert_eq!(ordinals.len(), 20, "every new commit got its own position");
+}
+both!(concurrent_writers);

@@ -150,12 +150,18 @@ impl TrialRow {
 }
 
 macro_rules! backend {
-    ($modname:ident, $db:ty) => {
+    ($modname:ident, $db:ty, $begin:literal, $lock_commits:literal) => {
         pub(crate) mod $modname {
             use super::*;
             use sqlx::QueryBuilder;
 
             type Db = $db;
+            /// Starts a write transaction (SQLite: take the write lock at once, so a concurrent
+            /// writer waits on the busy timeout instead of failing at its first write).
+            const BEGIN: &str = $begin;
+            /// Locks `commits` against concurrent inserts until the transaction ends (SQLite:
+            /// `BEGIN IMMEDIATE` already did).
+            const LOCK_COMMITS: &str = $lock_commits;
             type Conn = <Db as sqlx::Database>::Connection;
             pub(crate) type Pool = sqlx::Pool<Db>;
 
@@ -166,31 +172,31 @@ macro_rules! backend {
             }
 
             async fn testbed_id(conn: &mut Conn, testbed: &Testbed) -> Result<i64> {
+                // Insert-or-ignore, then read: safe against a concurrent insert of the same row.
                 let hash = testbed.hash();
-                let found: Option<i64> = sqlx::query_scalar("SELECT id FROM testbeds WHERE hash = $1")
-                    .bind(&hash)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-                if let Some(id) = found {
-                    return Ok(id);
-                }
-                let spec = testbed.spec.to_string();
-                Ok(sqlx::query_scalar(
-                    "INSERT INTO testbeds (hash, spec, created_at) VALUES ($1, $2, $3) RETURNING id",
+                sqlx::query(
+                    "INSERT INTO testbeds (hash, spec, created_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (hash) DO NOTHING",
                 )
                 .bind(&hash)
-                .bind(&spec)
+                .bind(testbed.spec.to_string())
                 .bind(now_ms())
-                .fetch_one(&mut *conn)
-                .await?)
+                .execute(&mut *conn)
+                .await?;
+                Ok(sqlx::query_scalar("SELECT id FROM testbeds WHERE hash = $1")
+                    .bind(&hash)
+                    .fetch_one(&mut *conn)
+                    .await?)
             }
 
             async fn commit_id(conn: &mut Conn, commit: &CommitInfo, branch: &str) -> Result<i64> {
-                let found: Option<i64> = sqlx::query_scalar("SELECT id FROM commits WHERE sha = $1")
-                    .bind(&commit.sha)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-                if let Some(id) = found {
+                let find = async |conn: &mut Conn| -> Result<Option<i64>> {
+                    Ok(sqlx::query_scalar("SELECT id FROM commits WHERE sha = $1")
+                        .bind(&commit.sha)
+                        .fetch_optional(&mut *conn)
+                        .await?)
+                };
+                if let Some(id) = find(conn).await? {
                     if let Some(ordinal) = commit.ordinal {
                         sqlx::query("UPDATE commits SET ordinal = $1 WHERE id = $2")
                             .bind(ordinal)
@@ -203,26 +209,43 @@ macro_rules! backend {
                 let ordinal = match commit.ordinal {
                     Some(o) => o,
                     None => {
+                        // Serialize "one past the largest" among concurrent writers.
+                        sqlx::query(LOCK_COMMITS).execute(&mut *conn).await?;
                         let max: Option<i64> = sqlx::query_scalar("SELECT MAX(ordinal) FROM commits")
                             .fetch_one(&mut *conn)
                             .await?;
                         max.unwrap_or(0) + 1
                     }
                 };
-                Ok(sqlx::query_scalar(
+                sqlx::query(
                     "INSERT INTO commits (sha, branch, committed_at, ordinal) VALUES ($1, $2, $3, $4) \
-                     RETURNING id",
+                     ON CONFLICT (sha) DO NOTHING",
                 )
                 .bind(&commit.sha)
                 .bind(branch)
                 .bind(commit.timestamp)
                 .bind(ordinal)
-                .fetch_one(&mut *conn)
-                .await?)
+                .execute(&mut *conn)
+                .await?;
+                find(conn).await?.ok_or_else(|| StoreError::Corrupt {
+                    what: format!("commit {}", commit.sha),
+                    reason: "inserted but not found".into(),
+                })
             }
 
             async fn scenario_id(conn: &mut Conn, s: &Scenario) -> Result<i64> {
-                let found: Option<i64> = sqlx::query_scalar(
+                sqlx::query(
+                    "INSERT INTO scenarios (name, model, workload, config_hash, config) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name, model, workload, config_hash) DO NOTHING",
+                )
+                .bind(&s.name)
+                .bind(&s.model)
+                .bind(&s.workload)
+                .bind(&s.config_hash)
+                .bind(&s.config)
+                .execute(&mut *conn)
+                .await?;
+                Ok(sqlx::query_scalar(
                     "SELECT id FROM scenarios WHERE name = $1 AND model = $2 AND workload = $3 \
                      AND config_hash = $4",
                 )
@@ -230,58 +253,42 @@ macro_rules! backend {
                 .bind(&s.model)
                 .bind(&s.workload)
                 .bind(&s.config_hash)
-                .fetch_optional(&mut *conn)
-                .await?;
-                if let Some(id) = found {
-                    return Ok(id);
-                }
-                Ok(sqlx::query_scalar(
-                    "INSERT INTO scenarios (name, model, workload, config_hash, config) \
-                     VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                )
-                .bind(&s.name)
-                .bind(&s.model)
-                .bind(&s.workload)
-                .bind(&s.config_hash)
-                .bind(&s.config)
                 .fetch_one(&mut *conn)
                 .await?)
             }
 
             async fn measure_id(conn: &mut Conn, v: &MetricValue) -> Result<i64> {
-                let found: Option<MeasureRow> = sqlx::query_as(
-                    "SELECT id, unit, family, lower_is_better FROM measures WHERE name = $1",
-                )
-                .bind(&v.measure)
-                .fetch_optional(&mut *conn)
-                .await?;
-                if let Some(m) = found {
-                    if m.unit != v.unit || m.family != v.family || m.lower_is_better != v.lower_is_better {
-                        let fmt = |u: &str, f: &str, l: bool| {
-                            format!("{u} ({f}, {})", if l { "lower is better" } else { "higher is better" })
-                        };
-                        return Err(StoreError::MeasureMismatch {
-                            name: v.measure.clone(),
-                            stored: fmt(&m.unit, &m.family, m.lower_is_better),
-                            given: fmt(&v.unit, &v.family, v.lower_is_better),
-                        });
-                    }
-                    return Ok(m.id);
-                }
-                Ok(sqlx::query_scalar(
+                sqlx::query(
                     "INSERT INTO measures (name, unit, family, lower_is_better) VALUES ($1, $2, $3, $4) \
-                     RETURNING id",
+                     ON CONFLICT (name) DO NOTHING",
                 )
                 .bind(&v.measure)
                 .bind(&v.unit)
                 .bind(&v.family)
                 .bind(v.lower_is_better)
+                .execute(&mut *conn)
+                .await?;
+                let m: MeasureRow = sqlx::query_as(
+                    "SELECT id, unit, family, lower_is_better FROM measures WHERE name = $1",
+                )
+                .bind(&v.measure)
                 .fetch_one(&mut *conn)
-                .await?)
+                .await?;
+                if m.unit != v.unit || m.family != v.family || m.lower_is_better != v.lower_is_better {
+                    let fmt = |u: &str, f: &str, l: bool| {
+                        format!("{u} ({f}, {})", if l { "lower is better" } else { "higher is better" })
+                    };
+                    return Err(StoreError::MeasureMismatch {
+                        name: v.measure.clone(),
+                        stored: fmt(&m.unit, &m.family, m.lower_is_better),
+                        given: fmt(&v.unit, &v.family, v.lower_is_better),
+                    });
+                }
+                Ok(m.id)
             }
 
             pub(crate) async fn begin_run(pool: &Pool, info: &RunInfo) -> Result<BeginRun> {
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin_with(BEGIN).await?;
                 let out = begin_run_in(&mut tx, info, Preserve::default()).await?;
                 tx.commit().await?;
                 Ok(out)
@@ -344,7 +351,7 @@ macro_rules! backend {
                 values: &[MetricValue],
                 histograms: &[Histogram],
             ) -> Result<()> {
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin_with(BEGIN).await?;
                 record_in(&mut tx, run, scenario, values, histograms).await?;
                 tx.commit().await?;
                 Ok(())
@@ -378,8 +385,20 @@ macro_rules! backend {
                     return Err(StoreError::RunNotRunning { id: run, status });
                 }
                 let scenario = scenario_id(conn, scenario).await?;
+                // Measures in name order, so concurrent writers take their row locks in one
+                // order (PostgreSQL would otherwise be free to deadlock two of them).
+                let mut sorted: Vec<&MetricValue> = values.iter().collect();
+                sorted.sort_by(|a, b| a.measure.cmp(&b.measure));
+                let mut measures = std::collections::BTreeMap::new();
+                for v in sorted {
+                    if !measures.contains_key(v.measure.as_str()) {
+                        measures.insert(v.measure.as_str(), measure_id(conn, v).await?);
+                    }
+                }
                 for v in values {
-                    let measure = measure_id(conn, v).await?;
+                    let Some(&measure) = measures.get(v.measure.as_str()) else {
+                        continue; // unreachable: every measure was inserted above
+                    };
                     let value_id: i64 = sqlx::query_scalar(
                         "INSERT INTO metric_values (run_id, scenario_id, measure_id, testbed_id, value, \
                          lower_bound, upper_bound, n) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
@@ -514,7 +533,7 @@ macro_rules! backend {
             /// Write one exported run in one transaction: all of it or, on error, nothing.
             /// `false` when its idempotency key is already stored (nothing written).
             pub(crate) async fn import_record(pool: &Pool, rec: &RunRecord) -> Result<bool> {
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin_with(BEGIN).await?;
                 if key_exists(&mut tx, &rec.run.idempotency_key).await? {
                     return Ok(false);
                 }
@@ -541,7 +560,7 @@ macro_rules! backend {
             }
 
             pub(crate) async fn create_study(pool: &Pool, info: &StudyInfo) -> Result<i64> {
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin_with(BEGIN).await?;
                 let scenario = match &info.scenario {
                     Some(s) => Some(scenario_id(&mut tx, s).await?),
                     None => None,
@@ -580,7 +599,7 @@ macro_rules! backend {
                 config: &serde_json::Value,
                 predicted: Option<&serde_json::Value>,
             ) -> Result<Trial> {
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin_with(BEGIN).await?;
                 let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM studies WHERE id = $1")
                     .bind(study)
                     .fetch_optional(&mut *tx)
@@ -738,5 +757,5 @@ macro_rules! backend {
     };
 }
 
-backend!(sqlite, sqlx::Sqlite);
-backend!(postgres, sqlx::Postgres);
+backend!(sqlite, sqlx::Sqlite, "BEGIN IMMEDIATE", "SELECT 1");
+backend!(postgres, sqlx::Postgres, "BEGIN", "LOCK TABLE commits IN SHARE ROW EXCLUSIVE MODE");
