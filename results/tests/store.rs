@@ -170,6 +170,12 @@ async fn record_and_read_back(ctx: Ctx) {
     assert_eq!(s.values[0], value("ttft_p50", 1.0));
     assert_eq!(s.histograms[0].data, vec![0x1c, 0x84, 0x93, 0x14, 0, 1, 2, 255]);
 
+    let keys = store.series_of_run(r1).await.expect("series of run");
+    let measures: Vec<&str> = keys.iter().map(|k| k.measure.as_str()).collect();
+    assert_eq!(measures, ["itl_p50", "ttft_p50"]);
+    assert!(keys[1].lower_is_better && keys[1].family == "latency");
+    assert_eq!(store.series(&keys[1].filter()).await.expect("series"), points);
+
     let runs = store.runs(2).await.expect("runs");
     assert_eq!(runs.len(), 2);
     assert!(runs[0].id > runs[1].id, "newest first");

@@ -526,6 +526,21 @@ macro_rules! backend {
                 rows.into_iter().map(RunRow::into_summary).collect()
             }
 
+            pub(crate) async fn series_of_run(pool: &Pool, run: i64) -> Result<Vec<SeriesKey>> {
+                Ok(sqlx::query_as(
+                    "SELECT DISTINCT s.name AS scenario, s.config_hash, m.name AS measure, m.unit, m.family, \
+                     m.lower_is_better, t.hash AS testbed, r.branch FROM metric_values mv \
+                     JOIN runs r ON r.id = mv.run_id \
+                     JOIN scenarios s ON s.id = mv.scenario_id \
+                     JOIN measures m ON m.id = mv.measure_id \
+                     JOIN testbeds t ON t.id = mv.testbed_id \
+                     WHERE mv.run_id = $1 ORDER BY s.name, s.config_hash, m.name",
+                )
+                .bind(run)
+                .fetch_all(pool)
+                .await?)
+            }
+
             pub(crate) async fn run_ids(pool: &Pool) -> Result<Vec<i64>> {
                 Ok(sqlx::query_scalar("SELECT id FROM runs ORDER BY id").fetch_all(pool).await?)
             }

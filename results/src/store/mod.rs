@@ -23,8 +23,8 @@ use sqlx::{ConnectOptions, Connection};
 pub use error::{Result, StoreError, redact_url};
 pub use types::{
     BeginRun, CommitInfo, Histogram, ImportSummary, MetricValue, Point, RunInfo, RunRecord,
-    RunStatus, RunSummary, Scenario, ScenarioResult, SeriesFilter, StudyInfo, Testbed, Trial,
-    TrialOutcome, TrialStatus,
+    RunStatus, RunSummary, Scenario, ScenarioResult, SeriesFilter, SeriesKey, StudyInfo, Testbed,
+    Trial, TrialOutcome, TrialStatus,
 };
 
 /// The SQLite file used when no URL is given.
@@ -150,6 +150,11 @@ impl Store {
     /// A series' points from completed runs, ordered by commit position (then run id).
     pub async fn series(&self, filter: &SeriesFilter) -> Result<Vec<Point>> {
         dispatch!(self, series(filter))
+    }
+
+    /// The series a run recorded values into, sorted by scenario and measure.
+    pub async fn series_of_run(&self, run: i64) -> Result<Vec<SeriesKey>> {
+        dispatch!(self, series_of_run(run))
     }
 
     /// The latest `limit` runs, newest first.

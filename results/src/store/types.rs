@@ -432,3 +432,37 @@ pub struct Trial {
     /// End, unix ms.
     pub finished_at: Option<i64>,
 }
+
+/// A series a run contributed to, with its measure's metadata (what detection needs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct SeriesKey {
+    /// Scenario name.
+    pub scenario: String,
+    /// Engine config hash of the scenario.
+    pub config_hash: String,
+    /// Measure name.
+    pub measure: String,
+    /// Measure unit.
+    pub unit: String,
+    /// Measure family.
+    pub family: String,
+    /// True when smaller is better.
+    pub lower_is_better: bool,
+    /// Testbed hash.
+    pub testbed: String,
+    /// Branch.
+    pub branch: String,
+}
+
+impl SeriesKey {
+    /// The filter that reads exactly this series.
+    pub fn filter(&self) -> SeriesFilter {
+        SeriesFilter {
+            scenario: self.scenario.clone(),
+            measure: self.measure.clone(),
+            testbed: Some(self.testbed.clone()),
+            branch: Some(self.branch.clone()),
+            config_hash: Some(self.config_hash.clone()),
+        }
+    }
+}
