@@ -574,3 +574,45 @@ async fn concurrent_writers(ctx: Ctx) {
     assert_eq!(ordinals.len(), 20, "every new commit got its own position");
 }
 both!(concurrent_writers);
+
+async fn alerts_and_triage(ctx: Ctx) {
+    let store = ctx.store(0).await;
+    let r1 = complete_run(&store, "c1", Some(1), "k1", 1.0).await;
+    complete_run(&store, "c2", Some(2), "k2", 1.1).await;
+    let key = store
+        .series_of_run(r1)
+        .await
+        .expect("series")
+        .into_iter()
+        .find(|k| k.measure == "ttft_p50")
+        .expect("ttft series");
+    let mut info = AlertInfo {
+        series: key,
+        commit: "c2".into(),
+        state: AlertState::Provisional,
+        regression: true,
+        before: 1.0,
+        after: 1.1,
+        change_pct: 10.0,
+        p_value: None,
+    };
+    let id = store.upsert_alert(&info).await.expect("provisional");
+    info.state = AlertState::Confirmed;
+    info.p_value = Some(1e-4);
+    assert_eq!(store.upsert_alert(&info).await.expect("confirm"), id, "same series and commit");
+    let all = store.alerts(None).await.expect("alerts");
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].info, info);
+    assert!(store.alerts(Some(AlertState::Provisional)).await.expect("alerts").is_empty());
+
+    store.triage(id, "acknowledged", "looking", Some("ci")).await.expect("ack");
+    store.triage(id, "fixed", "reverted in c3", None).await.expect("fixed");
+    let history = store.triage_history(id).await.expect("history");
+    let actions: Vec<&str> = history.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["acknowledged", "fixed"]);
+    let err = store.triage(id + 100, "fixed", "", None).await.expect_err("no alert");
+    assert!(matches!(err, StoreError::UnknownAlert(_)), "{err}");
+    info.commit = "unknown-sha".into();
+    assert!(store.upsert_alert(&info).await.is_err());
+}
+both!(alerts_and_triage);

@@ -132,7 +132,8 @@ CREATE TABLE alerts (
     change_pct DOUBLE PRECISION NOT NULL,
     p_value DOUBLE PRECISION,
     created_at BIGINT NOT NULL,
-    updated_at BIGINT NOT NULL
+    updated_at BIGINT NOT NULL,
+    UNIQUE (scenario_id, measure_id, testbed_id, branch, commit_id)
 );
 CREATE INDEX alerts_series ON alerts (scenario_id, measure_id, testbed_id, branch);
 

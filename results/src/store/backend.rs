@@ -149,6 +149,68 @@ impl TrialRow {
     }
 }
 
+#[derive(sqlx::FromRow)]
+struct AlertRow {
+    id: i64,
+    group_id: Option<i64>,
+    scenario: String,
+    config_hash: String,
+    measure: String,
+    unit: String,
+    family: String,
+    lower_is_better: bool,
+    testbed: String,
+    branch: String,
+    sha: String,
+    state: String,
+    direction: String,
+    before_value: f64,
+    after_value: f64,
+    change_pct: f64,
+    p_value: Option<f64>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl AlertRow {
+    fn into_alert(self) -> Result<Alert> {
+        Ok(Alert {
+            id: self.id,
+            info: AlertInfo {
+                series: SeriesKey {
+                    scenario: self.scenario,
+                    config_hash: self.config_hash,
+                    measure: self.measure,
+                    unit: self.unit,
+                    family: self.family,
+                    lower_is_better: self.lower_is_better,
+                    testbed: self.testbed,
+                    branch: self.branch,
+                },
+                commit: self.sha,
+                state: AlertState::parse(&self.state).ok_or_else(|| StoreError::Corrupt {
+                    what: "alert state".into(),
+                    reason: format!("unknown state {:?}", self.state),
+                })?,
+                regression: self.direction == "regression",
+                before: self.before_value,
+                after: self.after_value,
+                change_pct: self.change_pct,
+                p_value: self.p_value,
+            },
+            group: self.group_id,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+const ALERT_SELECT: &str = "SELECT a.id, a.group_id, s.name AS scenario, s.config_hash, m.name AS measure, \
+     m.unit, m.family, m.lower_is_better, t.hash AS testbed, a.branch, c.sha, a.state, a.direction, \
+     a.before_value, a.after_value, a.change_pct, a.p_value, a.created_at, a.updated_at FROM alerts a \
+     JOIN scenarios s ON s.id = a.scenario_id JOIN measures m ON m.id = a.measure_id \
+     JOIN testbeds t ON t.id = a.testbed_id JOIN commits c ON c.id = a.commit_id";
+
 macro_rules! backend {
     ($modname:ident, $db:ty, $begin:literal, $lock_commits:literal) => {
         pub(crate) mod $modname {
@@ -537,6 +599,125 @@ macro_rules! backend {
                      WHERE mv.run_id = $1 ORDER BY s.name, s.config_hash, m.name",
                 )
                 .bind(run)
+                .fetch_all(pool)
+                .await?)
+            }
+
+            /// Insert the alert, or update the one for the same series and commit.
+            pub(crate) async fn upsert_alert(pool: &Pool, a: &AlertInfo) -> Result<i64> {
+                for (field, x) in [("before", a.before), ("after", a.after), ("change_pct", a.change_pct)] {
+                    check_finite(format!("alert {field}"), x)?;
+                }
+                let mut tx = pool.begin_with(BEGIN).await?;
+                let k = &a.series;
+                let ids: Option<(i64, i64, i64, i64)> = sqlx::query_as(
+                    "SELECT s.id, m.id, t.id, c.id FROM scenarios s, measures m, testbeds t, commits c \
+                     WHERE s.name = $1 AND s.config_hash = $2 AND m.name = $3 AND t.hash = $4 AND c.sha = $5",
+                )
+                .bind(&k.scenario)
+                .bind(&k.config_hash)
+                .bind(&k.measure)
+                .bind(&k.testbed)
+                .bind(&a.commit)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some((scenario, measure, testbed, commit)) = ids else {
+                    return Err(StoreError::Invalid {
+                        field: "alert".into(),
+                        reason: format!(
+                            "no stored series {}/{} on testbed {} with commit {}",
+                            k.scenario, k.measure, k.testbed, a.commit
+                        ),
+                    });
+                };
+                let now = now_ms();
+                let direction = if a.regression { "regression" } else { "improvement" };
+                sqlx::query(
+                    "INSERT INTO alerts (scenario_id, measure_id, testbed_id, branch, commit_id, state, \
+                     direction, before_value, after_value, change_pct, p_value, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) \
+                     ON CONFLICT (scenario_id, measure_id, testbed_id, branch, commit_id) DO UPDATE SET \
+                     state = excluded.state, direction = excluded.direction, \
+                     before_value = excluded.before_value, after_value = excluded.after_value, \
+                     change_pct = excluded.change_pct, p_value = excluded.p_value, \
+                     updated_at = excluded.updated_at",
+                )
+                .bind(scenario)
+                .bind(measure)
+                .bind(testbed)
+                .bind(&k.branch)
+                .bind(commit)
+                .bind(a.state.as_str())
+                .bind(direction)
+                .bind(a.before)
+                .bind(a.after)
+                .bind(a.change_pct)
+                .bind(a.p_value)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                let id: i64 = sqlx::query_scalar(
+                    "SELECT id FROM alerts WHERE scenario_id = $1 AND measure_id = $2 AND testbed_id = $3 \
+                     AND branch = $4 AND commit_id = $5",
+                )
+                .bind(scenario)
+                .bind(measure)
+                .bind(testbed)
+                .bind(&k.branch)
+                .bind(commit)
+                .fetch_one(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(id)
+            }
+
+            pub(crate) async fn alerts(pool: &Pool, state: Option<AlertState>) -> Result<Vec<Alert>> {
+                let mut q: QueryBuilder<Db> = QueryBuilder::new(ALERT_SELECT);
+                if let Some(state) = state {
+                    q.push(" WHERE a.state = ");
+                    q.push_bind(state.as_str());
+                }
+                q.push(" ORDER BY c.ordinal, a.id");
+                let rows: Vec<AlertRow> = q.build_query_as().fetch_all(pool).await?;
+                rows.into_iter().map(AlertRow::into_alert).collect()
+            }
+
+            pub(crate) async fn triage(
+                pool: &Pool,
+                alert: i64,
+                action: &str,
+                note: &str,
+                author: Option<&str>,
+            ) -> Result<i64> {
+                let mut tx = pool.begin_with(BEGIN).await?;
+                let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM alerts WHERE id = $1")
+                    .bind(alert)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if exists.is_none() {
+                    return Err(StoreError::UnknownAlert(alert));
+                }
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO triage_events (alert_id, action, note, author, created_at) \
+                     VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                )
+                .bind(alert)
+                .bind(action)
+                .bind(note)
+                .bind(author)
+                .bind(now_ms())
+                .fetch_one(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(id)
+            }
+
+            pub(crate) async fn triage_history(pool: &Pool, alert: i64) -> Result<Vec<TriageEvent>> {
+                Ok(sqlx::query_as(
+                    "SELECT id, alert_id, action, note, author, created_at FROM triage_events \
+                     WHERE alert_id = $1 ORDER BY id",
+                )
+                .bind(alert)
                 .fetch_all(pool)
                 .await?)
             }

@@ -37,6 +37,9 @@ pub enum StoreError {
     /// No study has this id.
     #[error("no study with id {0}")]
     UnknownStudy(i64),
+    /// No alert has this id.
+    #[error("no alert with id {0}")]
+    UnknownAlert(i64),
     /// No trial has this id.
     #[error("no trial with id {0}")]
     UnknownTrial(i64),

@@ -22,9 +22,9 @@ use sqlx::{ConnectOptions, Connection};
 
 pub use error::{Result, StoreError, redact_url};
 pub use types::{
-    BeginRun, CommitInfo, Histogram, ImportSummary, MetricValue, Point, RunInfo, RunRecord,
-    RunStatus, RunSummary, Scenario, ScenarioResult, SeriesFilter, SeriesKey, StudyInfo, Testbed,
-    Trial, TrialOutcome, TrialStatus,
+    Alert, AlertInfo, AlertState, BeginRun, CommitInfo, Histogram, ImportSummary, MetricValue,
+    Point, RunInfo, RunRecord, RunStatus, RunSummary, Scenario, ScenarioResult, SeriesFilter,
+    SeriesKey, StudyInfo, Testbed, TriageEvent, Trial, TrialOutcome, TrialStatus,
 };
 
 /// The SQLite file used when no URL is given.
@@ -235,6 +235,34 @@ impl Store {
     /// A study's trials by number.
     pub async fn trials(&self, study: i64) -> Result<Vec<Trial>> {
         dispatch!(self, trials(study))
+    }
+
+    /// Record what detection says about a change in a series at a commit: inserts the alert,
+    /// or updates state and statistics of the existing one (e.g. provisional → confirmed).
+    pub async fn upsert_alert(&self, alert: &AlertInfo) -> Result<i64> {
+        dispatch!(self, upsert_alert(alert))
+    }
+
+    /// Alerts, optionally only those in one state, by commit position.
+    pub async fn alerts(&self, state: Option<AlertState>) -> Result<Vec<Alert>> {
+        dispatch!(self, alerts(state))
+    }
+
+    /// Add a triage step (`acknowledged`, `fixed`, `invalid`, `improvement`, ...) to an
+    /// alert's history; returns the event id.
+    pub async fn triage(
+        &self,
+        alert: i64,
+        action: &str,
+        note: &str,
+        author: Option<&str>,
+    ) -> Result<i64> {
+        dispatch!(self, triage(alert, action, note, author))
+    }
+
+    /// An alert's triage history, oldest first.
+    pub async fn triage_history(&self, alert: i64) -> Result<Vec<TriageEvent>> {
+        dispatch!(self, triage_history(alert))
     }
 
     /// Close the pool (waits for connections to be returned).

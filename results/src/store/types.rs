@@ -466,3 +466,89 @@ impl SeriesKey {
         }
     }
 }
+
+/// Where an alert is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    /// Flagged by the per-point check, not yet confirmed.
+    Provisional,
+    /// Confirmed by change-point detection.
+    Confirmed,
+    /// Withdrawn: later points showed no change.
+    Retracted,
+}
+
+impl AlertState {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Provisional => "provisional",
+            AlertState::Confirmed => "confirmed",
+            AlertState::Retracted => "retracted",
+        }
+    }
+
+    /// Parse a stored name.
+    pub fn parse(s: &str) -> Option<AlertState> {
+        match s {
+            "provisional" => Some(AlertState::Provisional),
+            "confirmed" => Some(AlertState::Confirmed),
+            "retracted" => Some(AlertState::Retracted),
+            _ => None,
+        }
+    }
+}
+
+/// An alert as detection reports it: one change in one series at one commit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertInfo {
+    /// The series (scenario, config hash, measure, testbed, branch).
+    pub series: SeriesKey,
+    /// The first commit after the change.
+    pub commit: String,
+    /// Provisional, confirmed or retracted.
+    pub state: AlertState,
+    /// True for a regression (worse in the measure's direction), false for an improvement.
+    pub regression: bool,
+    /// Mean before the change.
+    pub before: f64,
+    /// Mean after.
+    pub after: f64,
+    /// `(after - before) / before * 100`.
+    pub change_pct: f64,
+    /// The t-test's p-value, once confirmed.
+    pub p_value: Option<f64>,
+}
+
+/// A stored alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Alert id.
+    pub id: i64,
+    /// What detection reported (latest).
+    pub info: AlertInfo,
+    /// Its group, if grouped.
+    pub group: Option<i64>,
+    /// First reported, unix ms.
+    pub created_at: i64,
+    /// Last changed, unix ms.
+    pub updated_at: i64,
+}
+
+/// One triage step on an alert (`acknowledged`, `fixed`, `invalid`, `improvement`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct TriageEvent {
+    /// Event id.
+    pub id: i64,
+    /// The alert.
+    pub alert_id: i64,
+    /// The action.
+    pub action: String,
+    /// Free text.
+    pub note: String,
+    /// Who, if known.
+    pub author: Option<String>,
+    /// When, unix ms.
+    pub created_at: i64,
+}
