@@ -605,6 +605,12 @@ async fn alerts_and_triage(ctx: Ctx) {
     assert_eq!(all[0].info, info);
     assert!(store.alerts(Some(AlertState::Provisional)).await.expect("alerts").is_empty());
 
+    let group = store.group_alerts(&[id], "c1", "c2").await.expect("group");
+    assert_eq!(store.alerts(None).await.expect("alerts")[0].group, Some(group));
+    let err = store.group_alerts(&[id, id + 100], "c1", "c2").await.expect_err("unknown alert");
+    assert!(matches!(err, StoreError::UnknownAlert(_)), "{err}");
+    assert_eq!(store.alerts(None).await.expect("alerts")[0].group, Some(group), "rolled back");
+
     store.triage(id, "acknowledged", "looking", Some("ci")).await.expect("ack");
     store.triage(id, "fixed", "reverted in c3", None).await.expect("fixed");
     let history = store.triage_history(id).await.expect("history");

@@ -682,6 +682,44 @@ macro_rules! backend {
                 rows.into_iter().map(AlertRow::into_alert).collect()
             }
 
+            /// A group over the commit range `first..=last` holding `alerts`; returns its id.
+            pub(crate) async fn group_alerts(pool: &Pool, alerts: &[i64], first: &str, last: &str) -> Result<i64> {
+                let mut tx = pool.begin_with(BEGIN).await?;
+                let mut commit = async |sha: &str| -> Result<i64> {
+                    let id: Option<i64> = sqlx::query_scalar("SELECT id FROM commits WHERE sha = $1")
+                        .bind(sha)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    id.ok_or_else(|| StoreError::Invalid {
+                        field: "alert group commit".into(),
+                        reason: format!("unknown commit {sha}"),
+                    })
+                };
+                let first = commit(first).await?;
+                let last = commit(last).await?;
+                let group: i64 = sqlx::query_scalar(
+                    "INSERT INTO alert_groups (first_commit_id, last_commit_id, created_at) \
+                     VALUES ($1, $2, $3) RETURNING id",
+                )
+                .bind(first)
+                .bind(last)
+                .bind(now_ms())
+                .fetch_one(&mut *tx)
+                .await?;
+                for &alert in alerts {
+                    let done = sqlx::query("UPDATE alerts SET group_id = $1 WHERE id = $2")
+                        .bind(group)
+                        .bind(alert)
+                        .execute(&mut *tx)
+                        .await?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::UnknownAlert(alert));
+                    }
+                }
+                tx.commit().await?;
+                Ok(group)
+            }
+
             pub(crate) async fn triage(
                 pool: &Pool,
                 alert: i64,

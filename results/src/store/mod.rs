@@ -248,6 +248,12 @@ impl Store {
         dispatch!(self, alerts(state))
     }
 
+    /// Group alerts (typically one regression seen in several series) under the commit range
+    /// `first..=last`, in one transaction; returns the group id.
+    pub async fn group_alerts(&self, alerts: &[i64], first: &str, last: &str) -> Result<i64> {
+        dispatch!(self, group_alerts(alerts, first, last))
+    }
+
     /// Add a triage step (`acknowledged`, `fixed`, `invalid`, `improvement`, ...) to an
     /// alert's history; returns the event id.
     pub async fn triage(
