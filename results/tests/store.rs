@@ -618,6 +618,14 @@ async fn alerts_and_triage(ctx: Ctx) {
     assert_eq!(actions, ["acknowledged", "fixed"]);
     let err = store.triage(id + 100, "fixed", "", None).await.expect_err("no alert");
     assert!(matches!(err, StoreError::UnknownAlert(_)), "{err}");
+    store.annotate(Some("c2"), Some(r1), "driver 550 → 555").await.expect("annotate");
+    store.annotate(None, None, "moved racks").await.expect("annotate");
+    assert!(store.annotate(Some("nope"), None, "x").await.is_err());
+    let notes = store.annotations().await.expect("annotations");
+    assert_eq!(notes.len(), 2);
+    assert_eq!((notes[0].sha.as_deref(), notes[0].run_id), (Some("c2"), Some(r1)));
+    assert_eq!(notes[1].text, "moved racks");
+
     info.commit = "unknown-sha".into();
     assert!(store.upsert_alert(&info).await.is_err());
 }

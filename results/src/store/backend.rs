@@ -720,6 +720,58 @@ macro_rules! backend {
                 Ok(group)
             }
 
+            pub(crate) async fn annotate(
+                pool: &Pool,
+                commit: Option<&str>,
+                run: Option<i64>,
+                text: &str,
+            ) -> Result<i64> {
+                let mut tx = pool.begin_with(BEGIN).await?;
+                let commit_id = match commit {
+                    None => None,
+                    Some(sha) => {
+                        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM commits WHERE sha = $1")
+                            .bind(sha)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        Some(id.ok_or_else(|| StoreError::Invalid {
+                            field: "annotation commit".into(),
+                            reason: format!("unknown commit {sha}"),
+                        })?)
+                    }
+                };
+                if let Some(run) = run {
+                    let found: Option<i64> = sqlx::query_scalar("SELECT id FROM runs WHERE id = $1")
+                        .bind(run)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if found.is_none() {
+                        return Err(StoreError::UnknownRun(run));
+                    }
+                }
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO annotations (commit_id, run_id, text, created_at) VALUES ($1, $2, $3, $4) \
+                     RETURNING id",
+                )
+                .bind(commit_id)
+                .bind(run)
+                .bind(text)
+                .bind(now_ms())
+                .fetch_one(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(id)
+            }
+
+            pub(crate) async fn annotations(pool: &Pool) -> Result<Vec<Annotation>> {
+                Ok(sqlx::query_as(
+                    "SELECT a.id, c.sha, a.run_id, a.text, a.created_at FROM annotations a \
+                     LEFT JOIN commits c ON c.id = a.commit_id ORDER BY a.id",
+                )
+                .fetch_all(pool)
+                .await?)
+            }
+
             pub(crate) async fn triage(
                 pool: &Pool,
                 alert: i64,

@@ -22,9 +22,9 @@ use sqlx::{ConnectOptions, Connection};
 
 pub use error::{Result, StoreError, redact_url};
 pub use types::{
-    Alert, AlertInfo, AlertState, BeginRun, CommitInfo, Histogram, ImportSummary, MetricValue,
-    Point, RunInfo, RunRecord, RunStatus, RunSummary, Scenario, ScenarioResult, SeriesFilter,
-    SeriesKey, StudyInfo, Testbed, TriageEvent, Trial, TrialOutcome, TrialStatus,
+    Alert, AlertInfo, AlertState, Annotation, BeginRun, CommitInfo, Histogram, ImportSummary,
+    MetricValue, Point, RunInfo, RunRecord, RunStatus, RunSummary, Scenario, ScenarioResult,
+    SeriesFilter, SeriesKey, StudyInfo, Testbed, TriageEvent, Trial, TrialOutcome, TrialStatus,
 };
 
 /// The SQLite file used when no URL is given.
@@ -252,6 +252,21 @@ impl Store {
     /// `first..=last`, in one transaction; returns the group id.
     pub async fn group_alerts(&self, alerts: &[i64], first: &str, last: &str) -> Result<i64> {
         dispatch!(self, group_alerts(alerts, first, last))
+    }
+
+    /// Attach a note to a commit (by sha) and/or a run; returns its id.
+    pub async fn annotate(
+        &self,
+        commit: Option<&str>,
+        run: Option<i64>,
+        text: &str,
+    ) -> Result<i64> {
+        dispatch!(self, annotate(commit, run, text))
+    }
+
+    /// Every annotation, oldest first.
+    pub async fn annotations(&self) -> Result<Vec<Annotation>> {
+        dispatch!(self, annotations())
     }
 
     /// Add a triage step (`acknowledged`, `fixed`, `invalid`, `improvement`, ...) to an

@@ -552,3 +552,18 @@ pub struct TriageEvent {
     /// When, unix ms.
     pub created_at: i64,
 }
+
+/// A note attached to a commit and/or a run (e.g. "driver upgraded", "noisy neighbour").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Annotation {
+    /// Annotation id.
+    pub id: i64,
+    /// The commit, if any.
+    pub sha: Option<String>,
+    /// The run, if any.
+    pub run_id: Option<i64>,
+    /// The note.
+    pub text: String,
+    /// When, unix ms.
+    pub created_at: i64,
+}
