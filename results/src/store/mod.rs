@@ -1,0 +1,296 @@
+//! The results store: runs, their metric values, raw samples and histograms, in SQLite (the
+//! default, a file created on first use) or PostgreSQL.
+//!
+//! One schema history lives in two directories, `migrations/sqlite` and `migrations/postgres`,
+//! which differ only where the dialects do (id columns, BLOB vs BYTEA); a test keeps their
+//! files, tables and columns in step. Raw samples are stored as a blob of little-endian f64.
+//! Only completed runs contribute points to a series, so a run killed midway (left `running`,
+//! later marked `failed` by [`Store::mark_stale_runs_failed`]) never shows half its results.
+
+mod backend;
+mod error;
+mod types;
+
+use std::io::{BufRead, Write};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{ConnectOptions, Connection};
+
+pub use error::{Result, StoreError, redact_url};
+pub use types::{
+    Alert, AlertInfo, AlertState, Annotation, BeginRun, CommitInfo, Histogram, ImportSummary,
+    MetricValue, Point, RunInfo, RunRecord, RunStatus, RunSummary, Scenario, ScenarioResult,
+    SeriesFilter, SeriesKey, StudyInfo, Testbed, TriageEvent, Trial, TrialOutcome, TrialStatus,
+};
+
+/// The SQLite file used when no URL is given.
+pub const DEFAULT_SQLITE_FILE: &str = "dyno.sqlite";
+
+static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// An open, migrated results database.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// A SQLite file (WAL mode, foreign keys on).
+    Sqlite(sqlx::SqlitePool),
+    /// A PostgreSQL database.
+    Postgres(sqlx::PgPool),
+}
+
+macro_rules! dispatch {
+    ($self:expr, $f:ident ( $($arg:expr),* )) => {
+        match $self {
+            Store::Sqlite(pool) => backend::sqlite::$f(pool, $($arg),*).await,
+            Store::Postgres(pool) => backend::postgres::$f(pool, $($arg),*).await,
+        }
+    };
+}
+
+/// One line, for error messages.
+fn one_line(e: &dyn std::fmt::Display) -> String {
+    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+impl Store {
+    /// Open (creating a SQLite file if needed) and migrate the database at `url`:
+    /// `postgres://...` or `postgresql://...`, `sqlite://PATH`, `sqlite:PATH`, or a bare file
+    /// path; an empty string means [`DEFAULT_SQLITE_FILE`] in the working directory.
+    pub async fn open(url: &str) -> Result<Store> {
+        let shown = redact_url(url);
+        let connect_err = |e: &dyn std::fmt::Display| StoreError::Connect {
+            url: shown.clone(),
+            reason: one_line(e),
+        };
+        let migrate_err = |source| StoreError::Migrate { url: shown.clone(), source };
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url).map_err(|e| connect_err(&e))?;
+            // One direct connection first: a pool retries a refused connection until its
+            // acquire timeout, and an unreachable server should fail at once.
+            let probe = options.connect().await.map_err(|e| connect_err(&e))?;
+            probe.close().await.map_err(|e| connect_err(&e))?;
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await
+                .map_err(|e| connect_err(&e))?;
+            POSTGRES_MIGRATOR.run(&pool).await.map_err(migrate_err)?;
+            return Ok(Store::Postgres(pool));
+        }
+        let path = if let Some(p) = url.strip_prefix("sqlite://") {
+            p
+        } else if let Some(p) = url.strip_prefix("sqlite:") {
+            p
+        } else if url.contains("://") {
+            return Err(StoreError::UnsupportedUrl { url: shown });
+        } else {
+            url
+        };
+        let path = if path.is_empty() { DEFAULT_SQLITE_FILE } else { path };
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| connect_err(&e))?;
+        SQLITE_MIGRATOR.run(&pool).await.map_err(migrate_err)?;
+        Ok(Store::Sqlite(pool))
+    }
+
+    /// Which backend: `"sqlite"` or `"postgres"`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Start a run. If a completed run has the same idempotency key, nothing is written and
+    /// [`BeginRun::AlreadyRecorded`] names it; a failed or partial one with that key keeps its
+    /// data under the key `KEY#attempt-ID` and a new run starts; a running one is an error.
+    pub async fn begin_run(&self, info: &RunInfo) -> Result<BeginRun> {
+        dispatch!(self, begin_run(info))
+    }
+
+    /// Record one scenario's metric values (with raw samples) and histograms into a running
+    /// run, in one transaction: all of it or nothing.
+    pub async fn record_scenario_result(
+        &self,
+        run: i64,
+        scenario: &Scenario,
+        values: &[MetricValue],
+        histograms: &[Histogram],
+    ) -> Result<()> {
+        dispatch!(self, record_scenario_result(run, scenario, values, histograms))
+    }
+
+    /// Finish a running run as completed, failed or partial.
+    pub async fn finish_run(&self, run: i64, status: RunStatus) -> Result<()> {
+        dispatch!(self, finish_run(run, status))
+    }
+
+    /// Mark every run still `running` that started at least `older_than` ago as `failed`
+    /// (its process died); returns how many.
+    pub async fn mark_stale_runs_failed(&self, older_than: Duration) -> Result<u64> {
+        let age = i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX);
+        let before = backend::now_ms().saturating_sub(age);
+        dispatch!(self, mark_stale_runs_failed(before))
+    }
+
+    /// A series' points from completed runs, ordered by commit position (then run id).
+    pub async fn series(&self, filter: &SeriesFilter) -> Result<Vec<Point>> {
+        dispatch!(self, series(filter))
+    }
+
+    /// The series a run recorded values into, sorted by scenario and measure.
+    pub async fn series_of_run(&self, run: i64) -> Result<Vec<SeriesKey>> {
+        dispatch!(self, series_of_run(run))
+    }
+
+    /// The latest `limit` runs, newest first.
+    pub async fn runs(&self, limit: usize) -> Result<Vec<RunSummary>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        dispatch!(self, runs(limit))
+    }
+
+    /// Everything stored about one run.
+    pub async fn run_record(&self, run: i64) -> Result<RunRecord> {
+        dispatch!(self, run_record(run))
+    }
+
+    /// Write every run, oldest first, as one JSON object per line; returns how many.
+    pub async fn export_jsonl<W: Write>(&self, mut out: W) -> Result<usize> {
+        let ids = dispatch!(self, run_ids())?;
+        for &id in &ids {
+            let record = self.run_record(id).await?;
+            serde_json::to_writer(&mut out, &record).map_err(std::io::Error::from)?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+        Ok(ids.len())
+    }
+
+    /// Read runs written by [`Store::export_jsonl`]. Every line is parsed before anything is
+    /// written (a malformed line names its number and stores nothing); each run is then
+    /// written in its own transaction, and runs whose idempotency key is already stored are
+    /// skipped, so importing twice does not duplicate.
+    pub async fn import_jsonl<R: BufRead>(&self, input: R) -> Result<ImportSummary> {
+        let mut records = Vec::new();
+        for (i, line) in input.lines().enumerate() {
+            let line = line?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let record: RunRecord = serde_json::from_str(&line)
+                .map_err(|e| StoreError::Import { line: i + 1, reason: e.to_string() })?;
+            records.push(record);
+        }
+        let mut summary = ImportSummary::default();
+        for record in &records {
+            if dispatch!(self, import_record(record))? {
+                summary.imported += 1;
+            } else {
+                summary.skipped += 1;
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Create a tuning study (status `running`); returns its id.
+    pub async fn create_study(&self, info: &StudyInfo) -> Result<i64> {
+        dispatch!(self, create_study(info))
+    }
+
+    /// Set a study's final status.
+    pub async fn finish_study(&self, study: i64, status: RunStatus) -> Result<()> {
+        dispatch!(self, finish_study(study, status))
+    }
+
+    /// Start the study's next trial (numbered 0, 1, ...) with its config and the tuner's
+    /// prediction.
+    pub async fn begin_trial(
+        &self,
+        study: i64,
+        config: &serde_json::Value,
+        predicted: Option<&serde_json::Value>,
+    ) -> Result<Trial> {
+        dispatch!(self, begin_trial(study, config, predicted))
+    }
+
+    /// Record how a trial ended.
+    pub async fn finish_trial(&self, trial: i64, outcome: &TrialOutcome) -> Result<()> {
+        dispatch!(self, finish_trial(trial, outcome))
+    }
+
+    /// A study's trials by number.
+    pub async fn trials(&self, study: i64) -> Result<Vec<Trial>> {
+        dispatch!(self, trials(study))
+    }
+
+    /// Record what detection says about a change in a series at a commit: inserts the alert,
+    /// or updates state and statistics of the existing one (e.g. provisional → confirmed).
+    pub async fn upsert_alert(&self, alert: &AlertInfo) -> Result<i64> {
+        dispatch!(self, upsert_alert(alert))
+    }
+
+    /// Alerts, optionally only those in one state, by commit position.
+    pub async fn alerts(&self, state: Option<AlertState>) -> Result<Vec<Alert>> {
+        dispatch!(self, alerts(state))
+    }
+
+    /// Group alerts (typically one regression seen in several series) under the commit range
+    /// `first..=last`, in one transaction; returns the group id.
+    pub async fn group_alerts(&self, alerts: &[i64], first: &str, last: &str) -> Result<i64> {
+        dispatch!(self, group_alerts(alerts, first, last))
+    }
+
+    /// Attach a note to a commit (by sha) and/or a run; returns its id.
+    pub async fn annotate(
+        &self,
+        commit: Option<&str>,
+        run: Option<i64>,
+        text: &str,
+    ) -> Result<i64> {
+        dispatch!(self, annotate(commit, run, text))
+    }
+
+    /// Every annotation, oldest first.
+    pub async fn annotations(&self) -> Result<Vec<Annotation>> {
+        dispatch!(self, annotations())
+    }
+
+    /// Add a triage step (`acknowledged`, `fixed`, `invalid`, `improvement`, ...) to an
+    /// alert's history; returns the event id.
+    pub async fn triage(
+        &self,
+        alert: i64,
+        action: &str,
+        note: &str,
+        author: Option<&str>,
+    ) -> Result<i64> {
+        dispatch!(self, triage(alert, action, note, author))
+    }
+
+    /// An alert's triage history, oldest first.
+    pub async fn triage_history(&self, alert: i64) -> Result<Vec<TriageEvent>> {
+        dispatch!(self, triage_history(alert))
+    }
+
+    /// Close the pool (waits for connections to be returned).
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(p) => p.close().await,
+            Store::Postgres(p) => p.close().await,
+        }
+    }
+}

@@ -1,0 +1,632 @@
+//! Store tests. Each runs against SQLite (a temporary file) and, when `DYNO_TEST_POSTGRES_URL`
+//! is set, against PostgreSQL too (each test in its own schemas, dropped first).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use dyno_results::store::*;
+use serde_json::json;
+
+/// Where a test's databases live.
+enum Ctx {
+    Sqlite(tempfile::TempDir),
+    Postgres { base: String, test: String },
+}
+
+impl Ctx {
+    /// The URL of this test's database number `i` (distinct databases for distinct `i`).
+    async fn url(&self, i: usize) -> String {
+        match self {
+            Ctx::Sqlite(dir) => {
+                let path = dir.path().join(format!("db{i}.sqlite"));
+                format!("sqlite://{}", path.display())
+            }
+            Ctx::Postgres { base, test } => {
+                let schema = format!("t_{test}_{i}");
+                let pool = sqlx::PgPool::connect(base).await.expect("connect to test PostgreSQL");
+                let drop = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+                let create = format!("CREATE SCHEMA {schema}");
+                sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&pool).await.expect("drop schema");
+                sqlx::query(sqlx::AssertSqlSafe(create))
+                    .execute(&pool)
+                    .await
+                    .expect("create schema");
+                pool.close().await;
+                let sep = if base.contains('?') { '&' } else { '?' };
+                format!("{base}{sep}options=-c%20search_path%3D{schema}")
+            }
+        }
+    }
+
+    async fn store(&self, i: usize) -> Store {
+        let url = self.url(i).await;
+        Store::open(&url).await.expect("open store")
+    }
+}
+
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                let dir = tempfile::tempdir().expect("tempdir");
+                super::$name(super::Ctx::Sqlite(dir)).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                let Ok(base) = std::env::var("DYNO_TEST_POSTGRES_URL") else {
+                    eprintln!("skipped: DYNO_TEST_POSTGRES_URL is not set");
+                    return;
+                };
+                let test = stringify!($name).to_string();
+                super::$name(super::Ctx::Postgres { base, test }).await;
+            }
+        }
+    };
+}
+
+fn run_info(sha: &str, ordinal: Option<i64>, key: &str) -> RunInfo {
+    RunInfo {
+        commit: CommitInfo { sha: sha.to_string(), timestamp: Some(1_700_000_000), ordinal },
+        branch: "main".into(),
+        trigger: "nightly".into(),
+        environment: json!({"os": "linux", "dyno": "0.1.0", "cores": 16}),
+        idempotency_key: key.to_string(),
+        testbed: Testbed { spec: json!({"cpu": "Xeon", "memory_gib": 128, "gpu": null}) },
+    }
+}
+
+fn scenario() -> Scenario {
+    Scenario {
+        name: "chat-1k".into(),
+        model: "tiny-llama".into(),
+        workload: "sharegpt".into(),
+        config_hash: "abc123".into(),
+        config: "max_batch: 8\n".into(),
+    }
+}
+
+fn value(measure: &str, v: f64) -> MetricValue {
+    MetricValue {
+        measure: measure.to_string(),
+        unit: "s".into(),
+        family: "latency".into(),
+        lower_is_better: true,
+        value: v,
+        lower: Some(v * 0.9),
+        upper: Some(v * 1.1),
+        n: 3,
+        samples: vec![v * 0.9, v, v * 1.1],
+    }
+}
+
+fn ttft_filter() -> SeriesFilter {
+    SeriesFilter {
+        scenario: "chat-1k".into(),
+        measure: "ttft_p50".into(),
+        ..SeriesFilter::default()
+    }
+}
+
+/// Record one complete run with one scenario; returns its id.
+async fn complete_run(store: &Store, sha: &str, ordinal: Option<i64>, key: &str, v: f64) -> i64 {
+    let id = match store.begin_run(&run_info(sha, ordinal, key)).await.expect("begin") {
+        BeginRun::Started(id) => id,
+        other => panic!("expected a new run, got {other:?}"),
+    };
+    let hist = Histogram { name: "ttft".into(), data: vec![0x1c, 0x84, 0x93, 0x14, 0, 1, 2, 255] };
+    store
+        .record_scenario_result(
+            id,
+            &scenario(),
+            &[value("ttft_p50", v), value("itl_p50", v / 10.0)],
+            &[hist],
+        )
+        .await
+        .expect("record");
+    store.finish_run(id, RunStatus::Completed).await.expect("finish");
+    id
+}
+
+async fn migrations_idempotent(ctx: Ctx) {
+    let url = ctx.url(0).await;
+    let a = Store::open(&url).await.expect("first open");
+    complete_run(&a, "aaa", Some(1), "k1", 1.0).await;
+    a.close().await;
+    let b = Store::open(&url).await.expect("second open migrates nothing and keeps data");
+    assert_eq!(b.runs(10).await.expect("runs").len(), 1);
+    b.close().await;
+}
+both!(migrations_idempotent);
+
+async fn record_and_read_back(ctx: Ctx) {
+    let store = ctx.store(0).await;
+    // Out of commit order on purpose: the series follows ordinals, not insertion or clock.
+    complete_run(&store, "c3", Some(30), "k3", 3.0).await;
+    let r1 = complete_run(&store, "c1", Some(10), "k1", 1.0).await;
+    complete_run(&store, "c2", Some(20), "k2", 2.0).await;
+
+    let points = store.series(&ttft_filter()).await.expect("series");
+    let shas: Vec<&str> = points.iter().map(|p| p.sha.as_str()).collect();
+    assert_eq!(shas, ["c1", "c2", "c3"]);
+    assert_eq!(points[0].value, 1.0);
+    assert_eq!(points[0].lower_bound, Some(0.9));
+    assert_eq!(points[0].n, 3);
+    let testbed = Testbed { spec: json!({"memory_gib": 128, "gpu": null, "cpu": "Xeon"}) };
+    assert_eq!(points[0].testbed, testbed.hash(), "hash ignores key order");
+
+    let filtered = SeriesFilter { branch: Some("other".into()), ..ttft_filter() };
+    assert!(store.series(&filtered).await.expect("series").is_empty());
+
+    let record = store.run_record(r1).await.expect("record");
+    assert_eq!(record.run.status, RunStatus::Completed);
+    assert_eq!(record.run.commit.sha, "c1");
+    assert_eq!(record.run.environment["cores"], 16);
+    assert_eq!(record.scenarios.len(), 1);
+    let s = &record.scenarios[0];
+    assert_eq!(s.scenario, scenario());
+    assert_eq!(s.values.len(), 2);
+    assert_eq!(s.values[0], value("ttft_p50", 1.0));
+    assert_eq!(s.histograms[0].data, vec![0x1c, 0x84, 0x93, 0x14, 0, 1, 2, 255]);
+
+    let keys = store.series_of_run(r1).await.expect("series of run");
+    let measures: Vec<&str> = keys.iter().map(|k| k.measure.as_str()).collect();
+    assert_eq!(measures, ["itl_p50", "ttft_p50"]);
+    assert!(keys[1].lower_is_better && keys[1].family == "latency");
+    assert_eq!(store.series(&keys[1].filter()).await.expect("series"), points);
+
+    let runs = store.runs(2).await.expect("runs");
+    assert_eq!(runs.len(), 2);
+    assert!(runs[0].id > runs[1].id, "newest first");
+
+    // A commit seen first without an ordinal goes after every known one.
+    complete_run(&store, "c4", None, "k4", 4.0).await;
+    let last = store.series(&ttft_filter()).await.expect("series");
+    assert_eq!(last.last().map(|p| (p.sha.as_str(), p.ordinal)), Some(("c4", 31)));
+}
+both!(record_and_read_back);
+
+async fn idempotency_key_no_duplicate(ctx: Ctx) {
+    let store = ctx.store(0).await;
+    let id = complete_run(&store, "c1", Some(1), "nightly-c1", 1.0).await;
+    let again = store.begin_run(&run_info("c1", Some(1), "nightly-c1")).await.expect("begin");
+    assert_eq!(again, BeginRun::AlreadyRecorded(id));
+    assert_eq!(store.runs(10).await.expect("runs").len(), 1);
+    assert_eq!(store.series(&ttft_filter()).await.expect("series").len(), 1);
+
+    // A running run with the key blocks a second start; a failed one lets a retry take it.
+    let BeginRun::Started(r) =
+        store.begin_run(&run_info("c2", Some(2), "nightly-c2")).await.expect("begin")
+    else {
+        panic!("expected a new run");
+    };
+    let err =
+        store.begin_run(&run_info("c2", Some(2), "nightly-c2")).await.expect_err("in progress");
+    assert!(matches!(err, StoreError::RunInProgress { id, .. } if id == r), "{err}");
+    store.finish_run(r, RunStatus::Failed).await.expect("fail");
+    let retry = store.begin_run(&run_info("c2", Some(2), "nightly-c2")).await.expect("retry");
+    assert!(matches!(retry, BeginRun::Started(n) if n != r));
+    let keys: BTreeSet<String> =
+        store.runs(10).await.expect("runs").into_iter().map(|r| r.idempotency_key).collect();
+    assert!(keys.contains(&format!("nightly-c2#attempt-{r}")), "{keys:?}");
+    assert!(keys.contains("nightly-c2"));
+}
+both!(idempotency_key_no_duplicate);
+
+async fn killed_run_never_in_series(ctx: Ctx) {
+    let store = ctx.store(0).await;
+    complete_run(&store, "c1", Some(1), "k1", 1.0).await;
+    // Killed midway: begun, one scenario recorded, never finished.
+    let BeginRun::Started(killed) =
+        store.begin_run(&run_info("c2", Some(2), "k2")).await.expect("begin")
+    else {
+        panic!("expected a new run");
+    };
+    store
+        .record_scenario_result(killed, &scenario(), &[value("ttft_p50", 9.0)], &[])
+        .await
+        .expect("record");
+    let points = store.series(&ttft_filter()).await.expect("series");
+    assert_eq!(points.len(), 1, "a running run's points are not in the series");
+
+    // Too young to be stale.
+    assert_eq!(store.mark_stale_runs_failed(Duration::from_secs(3600)).await.expect("stale"), 0);
+    assert_eq!(store.mark_stale_runs_failed(Duration::ZERO).await.expect("stale"), 1);
+    let record = store.run_record(killed).await.expect("record");
+    assert_eq!(record.run.status, RunStatus::Failed);
+    assert!(record.run.finished_at.is_some());
+    assert_eq!(store.series(&ttft_filter()).await.expect("series").len(), 1);
+    let err = store
+        .record_scenario_result(killed, &scenario(), &[value("itl_p50", 1.0)], &[])
+        .await
+        .expect_err("a failed run takes no more results");
+    assert!(matches!(err, StoreError::RunNotRunning { .. }), "{err}");
+
+    // Partial and failed runs are both excluded.
+    let BeginRun::Started(partial) =
+        store.begin_run(&run_info("c3", Some(3), "k3")).await.expect("begin")
+    else {
+        panic!("expected a new run");
+    };
+    store
+        .record_scenario_result(partial, &scenario(), &[value("ttft_p50", 9.0)], &[])
+        .await
+        .expect("record");
+    store.finish_run(partial, RunStatus::Partial).await.expect("finish");
+    assert_eq!(store.series(&ttft_filter()).await.expect("series").len(), 1);
+}
+both!(killed_run_never_in_series);
+
+async fn scenario_result_all_or_nothing(ctx: Ctx) {
+    let store = ctx.store(0).await;
+    let BeginRun::Started(run) =
+        store.begin_run(&run_info("c1", Some(1), "k1")).await.expect("begin")
+    else {
+        panic!("expected a new run");
+    };
+    // The same measure twice violates uniqueness after the first row is written: rolled back.
+    let err = store
+        .record_scenario_result(
+            run,
+            &scenario(),
+            &[value("ttft_p50", 1.0), value("ttft_p50", 2.0)],
+            &[],
+        )
+        .await
+        .expect_err("duplicate measure");
+    assert!(matches!(err, StoreError::Database(_)), "{err}");
+    let err = store
+        .record_scenario_result(run, &scenario(), &[value("ttft_p50", f64::NAN)], &[])
+        .await
+        .expect_err("NaN");
+    assert!(err.to_string().contains("ttft_p50"), "{err}");
+    let mut other_unit = value("ttft_p50", 1.0);
+    other_unit.unit = "ms".into();
+    store
+        .record_scenario_result(run, &scenario(), &[value("ttft_p50", 1.0)], &[])
+        .await
+        .expect("record");
+    let record = store.run_record(run).await.expect("record");
+    assert_eq!(record.scenarios.len(), 1);
+    assert_eq!(record.scenarios[0].values, vec![value("ttft_p50", 1.0)]);
+    let mut s2 = scenario();
+    s2.name = "other".into();
+    let err =
+        store.record_scenario_result(run, &s2, &[other_unit], &[]).await.expect_err("unit changed");
+    assert!(matches!(err, StoreError::MeasureMismatch { .. }), "{err}");
+    assert_eq!(store.run_record(run).await.expect("record").scenarios.len(), 1);
+    let err = store
+        .record_scenario_result(run + 1000, &scenario(), &[], &[])
+        .await
+        .expect_err("unknown run");
+    assert!(matches!(err, StoreError::UnknownRun(_)), "{err}");
+}
+both!(scenario_result_all_or_nothing);
+
+async fn export_import_round_trip(ctx: Ctx) {
+    let src = ctx.store(0).await;
+    complete_run(&src, "c1", Some(1), "k1", 1.0).await;
+    complete_run(&src, "c2", Some(2), "k2", 2.0).await;
+    let BeginRun::Started(failed) =
+        src.begin_run(&run_info("c3", Some(3), "k3")).await.expect("begin")
+    else {
+        panic!("expected a new run");
+    };
+    src.record_scenario_result(failed, &scenario(), &[value("ttft_p50", 5.0)], &[])
+        .await
+        .expect("record");
+    src.finish_run(failed, RunStatus::Failed).await.expect("finish");
+
+    let mut buf = Vec::new();
+    assert_eq!(src.export_jsonl(&mut buf).await.expect("export"), 3);
+    let text = String::from_utf8(buf.clone()).expect("utf-8");
+    assert_eq!(text.lines().count(), 3);
+
+    let dst = ctx.store(1).await;
+    let summary = dst.import_jsonl(buf.as_slice()).await.expect("import");
+    assert_eq!(summary, ImportSummary { imported: 3, skipped: 0 });
+    let again = dst.import_jsonl(buf.as_slice()).await.expect("re-import");
+    assert_eq!(again, ImportSummary { imported: 0, skipped: 3 });
+    assert_eq!(dst.runs(10).await.expect("runs").len(), 3);
+
+    assert_eq!(
+        src.series(&ttft_filter())
+            .await
+            .expect("series")
+            .iter()
+            .map(|p| p.value)
+            .collect::<Vec<_>>(),
+        dst.series(&ttft_filter())
+            .await
+            .expect("series")
+            .iter()
+            .map(|p| p.value)
+            .collect::<Vec<_>>()
+    );
+    let mut back = Vec::new();
+    dst.export_jsonl(&mut back).await.expect("export");
+    let strip = |text: &[u8]| -> Vec<serde_json::Value> {
+        String::from_utf8_lossy(text)
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).expect("json");
+                v["run"]["id"] = serde_json::Value::Null;
+                v
+            })
+            .collect()
+    };
+    assert_eq!(strip(&buf), strip(&back), "export → import → export is stable (ids aside)");
+
+    // A malformed line names its number and writes nothing.
+    let empty = ctx.store(2).await;
+    let mut bad = buf.clone();
+    bad.extend_from_slice(b"{\"run\": 1}\n");
+    let err = empty.import_jsonl(bad.as_slice()).await.expect_err("bad line");
+    assert!(err.to_string().starts_with("import line 4:"), "{err}");
+    assert!(empty.runs(10).await.expect("runs").is_empty());
+}
+both!(export_import_round_trip);
+
+#[tokio::test]
+async fn bad_urls_give_one_clear_line() {
+    let err = Store::open("postgres://dyno:hunter2@127.0.0.1:1/results")
+        .await
+        .expect_err("nothing listens on port 1");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("cannot open results database postgres://dyno:***@127.0.0.1:1/results: "),
+        "{msg}"
+    );
+    assert!(!msg.contains("hunter2") && !msg.contains('\n'), "{msg}");
+
+    let err =
+        Store::open("sqlite:///nonexistent-dir/sub/x.sqlite").await.expect_err("no such directory");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("cannot open results database sqlite:///nonexistent-dir/sub/x.sqlite: "),
+        "{msg}"
+    );
+    assert!(!msg.contains('\n'), "{msg}");
+
+    let err = Store::open("mysql://root:pw@localhost/x").await.expect_err("unsupported");
+    assert!(matches!(err, StoreError::UnsupportedUrl { .. }), "{err}");
+    assert!(!err.to_string().contains("pw@"), "{err}");
+}
+
+#[test]
+fn redaction() {
+    assert_eq!(redact_url("postgres://u:p@h/db"), "postgres://u:***@h/db");
+    assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+    assert_eq!(
+        redact_url("postgres://h/db?user=u&password=p"),
+        "postgres://h/db?user=u&password=***"
+    );
+    assert_eq!(redact_url("dyno.sqlite"), "dyno.sqlite");
+}
+
+#[tokio::test]
+async fn bare_path_creates_file_in_wal_mode() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bare.sqlite");
+    let path_str = path.to_str().expect("utf-8 temp path");
+    let store = Store::open(path_str).await.expect("open");
+    assert!(path.exists());
+    let Store::Sqlite(pool) = &store else { panic!("bare path opens SQLite") };
+    let mode: String =
+        sqlx::query_scalar("PRAGMA journal_mode").fetch_one(pool).await.expect("pragma");
+    assert_eq!(mode, "wal");
+    let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys").fetch_one(pool).await.expect("pragma");
+    assert_eq!(fk, 1);
+}
+
+/// Table names with their column names, in file order.
+type Tables = Vec<(String, BTreeSet<String>)>;
+
+/// `CREATE TABLE` names and their column names, per file, from a migrations directory.
+fn schema_of(dir: &str) -> Vec<(String, Tables)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(dir);
+    let mut files: Vec<_> = std::fs::read_dir(&root)
+        .expect("migrations dir")
+        .map(|e| e.expect("dir entry").path())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(f).expect("read migration");
+            let mut tables = Vec::new();
+            let mut current: Option<(String, BTreeSet<String>)> = None;
+            for line in text.lines().map(str::trim) {
+                if let Some(rest) = line.strip_prefix("CREATE TABLE ") {
+                    let name = rest.trim_end_matches(" (").to_string();
+                    current = Some((name, BTreeSet::new()));
+                } else if line.starts_with(");") {
+                    tables.extend(current.take());
+                } else if let Some((_, cols)) = current.as_mut() {
+                    let first = line.split_whitespace().next().unwrap_or("");
+                    if !first.is_empty() && first != "UNIQUE" {
+                        cols.insert(first.to_string());
+                    }
+                }
+            }
+            let name = f.file_name().expect("file name").to_string_lossy().into_owned();
+            (name, tables)
+        })
+        .collect()
+}
+
+#[test]
+fn migration_dialects_in_step() {
+    let sqlite = schema_of("sqlite");
+    let postgres = schema_of("postgres");
+    assert!(!sqlite.is_empty());
+    assert_eq!(sqlite, postgres, "migrations/sqlite and migrations/postgres must match");
+    let tables: Vec<&str> = sqlite[0].1.iter().map(|(t, _)| t.as_str()).collect();
+    for t in [
+        "testbeds",
+        "commits",
+        "scenarios",
+        "measures",
+        "runs",
+        "metric_values",
+        "raw_samples",
+        "histograms",
+        "studies",
+        "trials",
+        "alerts",
+        "alert_groups",
+        "triage_events",
+        "annotations",
+    ] {
+        assert!(tables.contains(&t), "missing table {t}");
+    }
+}
+
+#[test]
+fn migration_dialects_differ_only_where_the_dialects_do() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    for entry in std::fs::read_dir(root.join("sqlite")).expect("migrations dir") {
+        let name = entry.expect("dir entry").file_name();
+        let body = |dir: &str| -> String {
+            let text = std::fs::read_to_string(root.join(dir).join(&name))
+                .unwrap_or_else(|e| panic!("{dir}/{name:?}: {e}"));
+            text.lines().filter(|l| !l.starts_with("--")).collect::<Vec<_>>().join("\n")
+        };
+        let translated = body("sqlite")
+            .replace("INTEGER PRIMARY KEY", "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY")
+            .replace(" BLOB ", " BYTEA ");
+        assert_eq!(translated, body("postgres"), "{name:?}");
+    }
+}
+
+async fn studies_and_trials(ctx: Ctx) {
+    let store = ctx.store(0).await;
+    let study = store
+        .create_study(&StudyInfo {
+            name: "tune-chat".into(),
+            scenario: Some(scenario()),
+            objective: "maximize goodput".into(),
+            search_space: json!({"max_batch": [1, 64]}),
+        })
+        .await
+        .expect("study");
+    let t0 = store
+        .begin_trial(study, &json!({"max_batch": 8}), Some(&json!({"goodput": 10.0})))
+        .await
+        .expect("trial 0");
+    let t1 = store.begin_trial(study, &json!({"max_batch": 64}), None).await.expect("trial 1");
+    assert_eq!((t0.number, t1.number), (0, 1));
+    assert_eq!(t0.status, TrialStatus::Running);
+    let run = complete_run(&store, "c1", Some(1), "trial-0", 1.0).await;
+    store
+        .finish_trial(
+            t0.id,
+            &TrialOutcome {
+                status: TrialStatus::Completed,
+                measured: Some(json!({"goodput": 9.5})),
+                error: None,
+                run: Some(run),
+            },
+        )
+        .await
+        .expect("finish 0");
+    store
+        .finish_trial(
+            t1.id,
+            &TrialOutcome {
+                status: TrialStatus::Failed,
+                measured: None,
+                error: Some("out of memory".into()),
+                run: None,
+            },
+        )
+        .await
+        .expect("finish 1");
+    store.finish_study(study, RunStatus::Completed).await.expect("finish study");
+    let trials = store.trials(study).await.expect("trials");
+    assert_eq!(trials.len(), 2);
+    assert_eq!(trials[0].predicted, Some(json!({"goodput": 10.0})));
+    assert_eq!(trials[0].measured, Some(json!({"goodput": 9.5})));
+    assert_eq!(trials[0].run, Some(run));
+    assert_eq!(trials[1].status, TrialStatus::Failed);
+    assert_eq!(trials[1].error.as_deref(), Some("out of memory"));
+    assert!(trials[1].finished_at.is_some());
+    let err = store.begin_trial(study + 100, &json!({}), None).await.expect_err("no study");
+    assert!(matches!(err, StoreError::UnknownStudy(_)), "{err}");
+}
+both!(studies_and_trials);
+
+async fn concurrent_writers(ctx: Ctx) {
+    let url = ctx.url(0).await;
+    let a = Store::open(&url).await.expect("open a");
+    let b = Store::open(&url).await.expect("open b");
+    let write = |store: Store, tag: &'static str| async move {
+        for i in 0..10 {
+            let sha = format!("{tag}{i}");
+            complete_run(&store, &sha, None, &format!("key-{sha}"), 1.0).await;
+        }
+    };
+    tokio::join!(write(a.clone(), "a"), write(b.clone(), "b"));
+    assert_eq!(a.runs(100).await.expect("runs").len(), 20);
+    let points = a.series(&ttft_filter()).await.expect("series");
+    let ordinals: BTreeSet<i64> = points.iter().map(|p| p.ordinal).collect();
+    assert_eq!(ordinals.len(), 20, "every new commit got its own position");
+}
+both!(concurrent_writers);
+
+async fn alerts_and_triage(ctx: Ctx) {
+    let store = ctx.store(0).await;
+    let r1 = complete_run(&store, "c1", Some(1), "k1", 1.0).await;
+    complete_run(&store, "c2", Some(2), "k2", 1.1).await;
+    let key = store
+        .series_of_run(r1)
+        .await
+        .expect("series")
+        .into_iter()
+        .find(|k| k.measure == "ttft_p50")
+        .expect("ttft series");
+    let mut info = AlertInfo {
+        series: key,
+        commit: "c2".into(),
+        state: AlertState::Provisional,
+        regression: true,
+        before: 1.0,
+        after: 1.1,
+        change_pct: 10.0,
+        p_value: None,
+    };
+    let id = store.upsert_alert(&info).await.expect("provisional");
+    info.state = AlertState::Confirmed;
+    info.p_value = Some(1e-4);
+    assert_eq!(store.upsert_alert(&info).await.expect("confirm"), id, "same series and commit");
+    let all = store.alerts(None).await.expect("alerts");
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].info, info);
+    assert!(store.alerts(Some(AlertState::Provisional)).await.expect("alerts").is_empty());
+
+    let group = store.group_alerts(&[id], "c1", "c2").await.expect("group");
+    assert_eq!(store.alerts(None).await.expect("alerts")[0].group, Some(group));
+    let err = store.group_alerts(&[id, id + 100], "c1", "c2").await.expect_err("unknown alert");
+    assert!(matches!(err, StoreError::UnknownAlert(_)), "{err}");
+    assert_eq!(store.alerts(None).await.expect("alerts")[0].group, Some(group), "rolled back");
+
+    store.triage(id, "acknowledged", "looking", Some("ci")).await.expect("ack");
+    store.triage(id, "fixed", "reverted in c3", None).await.expect("fixed");
+    let history = store.triage_history(id).await.expect("history");
+    let actions: Vec<&str> = history.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["acknowledged", "fixed"]);
+    let err = store.triage(id + 100, "fixed", "", None).await.expect_err("no alert");
+    assert!(matches!(err, StoreError::UnknownAlert(_)), "{err}");
+    store.annotate(Some("c2"), Some(r1), "driver 550 → 555").await.expect("annotate");
+    store.annotate(None, None, "moved racks").await.expect("annotate");
+    assert!(store.annotate(Some("nope"), None, "x").await.is_err());
+    let notes = store.annotations().await.expect("annotations");
+    assert_eq!(notes.len(), 2);
+    assert_eq!((notes[0].sha.as_deref(), notes[0].run_id), (Some("c2"), Some(r1)));
+    assert_eq!(notes[1].text, "moved racks");
+
+    info.commit = "unknown-sha".into();
+    assert!(store.upsert_alert(&info).await.is_err());
+}
+both!(alerts_and_triage);
