@@ -3,11 +3,11 @@
 use crate::engine_cmd::EngineSetup;
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use dyno_harness::load::{LoadMode, LoadOutcome, LoadSpec, run_load};
+use dyno_harness::load::{LoadMode, LoadSpec, run_load};
 use dyno_harness::metrics::SummaryOptions;
 use dyno_harness::null_server::NullServerConfig;
 use dyno_harness::progress::Progress;
-use dyno_harness::report::{JsonReport, render_table};
+use dyno_harness::report::{JsonReport, render_outcome};
 use dyno_harness::search::SearchOptions;
 use dyno_harness::target::{RunningTarget, Target};
 use dyno_harness::{Client, LiveStats, RunOptions};
@@ -159,7 +159,7 @@ pub fn run_load_cmd(a: LoadArgs) -> Result<()> {
         let outcome = run_load(&client, &spec).await?;
         Ok::<_, anyhow::Error>((outcome, environment(&running, &a)))
     })?;
-    print_outcome(&outcome);
+    print!("{}", render_outcome(&outcome));
     if let Some(path) = &a.json {
         let report_json = |r: &dyno_harness::LoadReport| {
             serde_json::to_value(JsonReport::new(r).with_environment(env.clone()))
@@ -215,51 +215,4 @@ fn environment(target: &RunningTarget, a: &LoadArgs) -> serde_json::Value {
         "workload": a.workload,
         "client_threads": a.client_threads,
     })
-}
-
-fn print_outcome(outcome: &LoadOutcome) {
-    match (outcome.max_rate_under_slo, outcome.runs.as_slice()) {
-        (None, [only]) => print!("{}", render_table(&only.report)),
-        _ => {
-            println!(
-                "{:>9} {:>9} {:>9} {:>11} {:>10} {:>10} {:>10} {:>9} {:>7} {:>6}",
-                "rate",
-                "sent/s",
-                "req/s",
-                "out tok/s",
-                "TTFT p50",
-                "TTFT p99",
-                "TPOT p99",
-                "goodput",
-                "failed",
-                "SLO"
-            );
-            for r in &outcome.runs {
-                let rep = &r.report;
-                println!(
-                    "{:>9.2} {:>9.2} {:>9.2} {:>11.1} {:>8.1}ms {:>8.1}ms {:>8.1}ms {:>9} {:>7} {:>6}",
-                    r.rate.unwrap_or(f64::NAN),
-                    rep.co.achieved_rate.unwrap_or(f64::NAN),
-                    rep.request_throughput,
-                    rep.output_throughput,
-                    rep.ttft.median * 1e3,
-                    rep.ttft.p99 * 1e3,
-                    rep.tpot.p99 * 1e3,
-                    rep.request_goodput.map_or("-".into(), |g| format!("{g:.2}")),
-                    rep.failed,
-                    match (rep.valid, rep.slo_met) {
-                        (false, _) => "invalid",
-                        (true, Some(true)) => "met",
-                        (true, Some(false)) => "missed",
-                        (true, None) => "-",
-                    }
-                );
-            }
-            match outcome.max_rate_under_slo {
-                Some(Some(best)) => println!("highest rate meeting the SLOs: {best:.2} req/s"),
-                Some(None) => println!("no rate tried met the SLOs"),
-                None => {}
-            }
-        }
-    }
 }

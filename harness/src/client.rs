@@ -24,10 +24,15 @@ pub struct TargetSpec {
 impl TargetSpec {
     /// The completions endpoint URL.
     pub fn completions_url(&self) -> String {
-        let base = self.base_url.trim_end_matches('/');
-        let base = base.strip_suffix("/v1").unwrap_or(base);
-        format!("{base}/v1/completions")
+        api_url(&self.base_url, "completions")
     }
+}
+
+/// `{base}/v1/{path}` for a base URL given with or without a trailing `/v1` or `/`.
+pub fn api_url(base_url: &str, path: &str) -> String {
+    let base = base_url.trim_end_matches('/');
+    let base = base.strip_suffix("/v1").unwrap_or(base);
+    format!("{base}/v1/{path}")
 }
 
 /// The run's clock: one monotonic origin every record's times are measured from.
@@ -45,11 +50,6 @@ impl RunClock {
     /// A clock starting at `start`.
     pub fn starting_at(start: Instant) -> Self {
         Self { start }
-    }
-
-    /// The origin.
-    pub fn origin(&self) -> Instant {
-        self.start
     }
 
     /// Seconds since the origin.
@@ -93,11 +93,6 @@ impl Client {
             .build()?;
         let url = target.completions_url();
         Ok(Self { http, url, target })
-    }
-
-    /// The target this client sends to.
-    pub fn target(&self) -> &TargetSpec {
-        &self.target
     }
 
     /// Sends `req` (intended at `intended_s` on `clock`) as a streaming completion with

@@ -53,17 +53,6 @@ pub struct LoadOutcome {
     pub max_rate_under_slo: Option<Option<f64>>,
 }
 
-impl LoadOutcome {
-    /// The run to headline: the only run, the search's best, or the last of a sweep.
-    pub fn headline(&self) -> Option<&RunResult> {
-        match self.max_rate_under_slo {
-            Some(Some(best)) => self.runs.iter().find(|r| r.rate == Some(best)),
-            Some(None) => None,
-            None => self.runs.last(),
-        }
-    }
-}
-
 /// Runs the workload once with `overrides` and summarizes it.
 pub async fn measure(
     client: &Client,

@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use dyno_workloads::Slo;
 use serde::{Deserialize, Serialize};
 
+use crate::load::LoadOutcome;
 use crate::metrics::{Distribution, LoadReport};
 
 /// Seconds to milliseconds.
@@ -323,4 +324,61 @@ pub fn render_table(r: &LoadReport) -> String {
         let _ = writeln!(o, "!!! INVALID RUN: {reason} — numbers are not trusted !!!");
     }
     o
+}
+
+/// The text report of a `dyno load` invocation: the full table for a single run, else one
+/// row per run (a sweep, or the rates a search walked) and the search's verdict.
+pub fn render_outcome(outcome: &LoadOutcome) -> String {
+    let mut out = String::new();
+    match (outcome.max_rate_under_slo, outcome.runs.as_slice()) {
+        (None, [only]) => out.push_str(&render_table(&only.report)),
+        _ => {
+            let _ = writeln!(
+                out,
+                "{:>9} {:>9} {:>9} {:>11} {:>10} {:>10} {:>10} {:>9} {:>7} {:>6}",
+                "rate",
+                "sent/s",
+                "req/s",
+                "out tok/s",
+                "TTFT p50",
+                "TTFT p99",
+                "TPOT p99",
+                "goodput",
+                "failed",
+                "SLO"
+            );
+            for r in &outcome.runs {
+                let rep = &r.report;
+                let _ = writeln!(
+                    out,
+                    "{:>9.2} {:>9.2} {:>9.2} {:>11.1} {:>8.1}ms {:>8.1}ms {:>8.1}ms {:>9} {:>7} {:>6}",
+                    r.rate.unwrap_or(f64::NAN),
+                    rep.co.achieved_rate.unwrap_or(f64::NAN),
+                    rep.request_throughput,
+                    rep.output_throughput,
+                    rep.ttft.median * 1e3,
+                    rep.ttft.p99 * 1e3,
+                    rep.tpot.p99 * 1e3,
+                    rep.request_goodput.map_or("-".into(), |g| format!("{g:.2}")),
+                    rep.failed,
+                    match (rep.valid, rep.slo_met) {
+                        (false, _) => "invalid",
+                        (true, Some(true)) => "met",
+                        (true, Some(false)) => "missed",
+                        (true, None) => "-",
+                    }
+                );
+            }
+            match outcome.max_rate_under_slo {
+                Some(Some(best)) => {
+                    let _ = writeln!(out, "highest rate meeting the SLOs: {best:.2} req/s");
+                }
+                Some(None) => {
+                    let _ = writeln!(out, "no rate tried met the SLOs");
+                }
+                None => {}
+            }
+        }
+    }
+    out
 }

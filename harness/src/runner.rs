@@ -8,6 +8,7 @@
 //! and in the latencies measured from the intended send time.
 
 use crate::client::{Client, RunClock};
+use crate::metrics::percentile;
 use crate::record::RequestRecord;
 use dyno_workloads::{Pacing, Plan, PlannedRequest};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -54,15 +55,14 @@ impl LiveStats {
         }
     }
 
-    /// The median and p99 TTFT so far, seconds (nearest rank; for display only).
+    /// The median and p99 TTFT so far, seconds (for display; the report recomputes them).
     pub fn ttft_p50_p99(&self) -> Option<(f64, f64)> {
         let mut t = self.ttfts.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if t.is_empty() {
             return None;
         }
         t.sort_by(f64::total_cmp);
-        let at = |q: f64| t[((t.len() - 1) as f64 * q).round() as usize];
-        Some((at(0.5), at(0.99)))
+        Some((percentile(&t, 50.0), percentile(&t, 99.0)))
     }
 }
 

@@ -61,8 +61,7 @@ impl SseParser {
             self.has_data = false;
             return;
         }
-        let line = std::mem::take(&mut self.line);
-        if let Some(value) = line.strip_prefix(b"data:") {
+        if let Some(value) = self.line.strip_prefix(b"data:") {
             let value = value.strip_prefix(b" ").unwrap_or(value);
             if self.has_data {
                 self.data.push(b'\n');
@@ -71,7 +70,6 @@ impl SseParser {
             self.has_data = true;
         }
         // Comments (`:`) and other fields are ignored, as the format prescribes.
-        self.line = line;
         self.line.clear();
     }
 }

@@ -1,7 +1,7 @@
 //! What a load test measures: the built-in engine behind a real loopback HTTP port, the null
 //! server, or any OpenAI-compatible URL.
 
-use crate::client::TargetSpec;
+use crate::client::{TargetSpec, api_url};
 use crate::null_server::{NullServer, NullServerConfig, NullServerHandle};
 use dyno_engine::config::EngineConfig;
 use dyno_engine::engine::EngineHandle;
@@ -146,9 +146,7 @@ impl Target {
 
 /// The first model id of `GET {base}/v1/models`.
 async fn first_model(base_url: &str) -> Result<String, TargetError> {
-    let base = base_url.trim_end_matches('/');
-    let base = base.strip_suffix("/v1").unwrap_or(base);
-    let url = format!("{base}/v1/models");
+    let url = api_url(base_url, "models");
     let err = |reason: String| TargetError::Url { url: url.clone(), reason };
     let response = reqwest::Client::new()
         .get(&url)

@@ -14,6 +14,7 @@ use crate::tune::timing::{GemmOperands, Timing, TimingOptions, time_calls};
 use crate::tune::{GemmShape, KernelCache};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What a row measures.
@@ -311,18 +312,26 @@ fn weight_copies(bytes: usize, rotate_bytes: usize) -> usize {
     rotate_bytes.div_ceil(bytes.max(1)).max(1)
 }
 
-/// `make()` called once per copy that [`weight_copies`] asks for (each copy its own buffers).
+/// Copies of one weight matrix, each with its own buffers: the first from `make()` tells
+/// `bytes` per copy, and [`weight_copies`] says how many more to make.
 fn replicate<W>(
-    bytes: usize,
     rotate_bytes: usize,
+    bytes: impl Fn(&W) -> usize,
     make: impl Fn() -> Result<W, KernelError>,
-) -> Result<Vec<W>, KernelError> {
-    (0..weight_copies(bytes, rotate_bytes)).map(|_| make()).collect()
+) -> Result<Arc<Vec<W>>, KernelError> {
+    let first = make()?;
+    let copies = weight_copies(bytes(&first), rotate_bytes);
+    let mut all = Vec::with_capacity(copies);
+    all.push(first);
+    for _ in 1..copies {
+        all.push(make()?);
+    }
+    Ok(Arc::new(all))
 }
 
 /// A GEMV call rotating through `copies` of one weight matrix.
 fn rotating<W: Send + Sync + 'static>(
-    copies: Vec<W>,
+    copies: Arc<Vec<W>>,
     gemv: impl Fn(&W, &[f32], &mut [f32]) -> Result<(), KernelError> + 'static,
 ) -> GemvCall {
     Box::new(move |call, x, y| gemv(&copies[call % copies.len()], x, y))
@@ -339,16 +348,11 @@ fn gemv_variants(
 ) -> Result<Vec<GemvVariant>, KernelError> {
     use crate::dense::{Bf16Matrix, DenseParams, F32Matrix};
     use crate::quant::{ActivationMode, Int4Matrix, Int8Matrix, QuantParams};
-    use std::sync::Arc;
     let w: Vec<f32> = (0..n * k).map(|i| ((i * 2654435761) % 2001) as f32 / 1000.0 - 1.0).collect();
-    let int8 = Int8Matrix::quantize(&w, n, k)?;
-    let int8: Arc<Vec<Int8Matrix>> =
-        Arc::new(replicate(int8.weight_bytes(), rotate_bytes, || Int8Matrix::quantize(&w, n, k))?);
-    let int4 = Int4Matrix::quantize(&w, n, k, 32)?;
-    let int4: Arc<Vec<Int4Matrix>> =
-        Arc::new(replicate(int4.weight_bytes(), rotate_bytes, || {
-            Int4Matrix::quantize(&w, n, k, 32)
-        })?);
+    let int8 =
+        replicate(rotate_bytes, Int8Matrix::weight_bytes, || Int8Matrix::quantize(&w, n, k))?;
+    let int4 =
+        replicate(rotate_bytes, Int4Matrix::weight_bytes, || Int4Matrix::quantize(&w, n, k, 32))?;
     let mut out = Vec::new();
     for mode in [ActivationMode::F32, ActivationMode::Int8] {
         let p = QuantParams { threads, activations: mode, ..QuantParams::default() };
@@ -356,55 +360,46 @@ fn gemv_variants(
             ActivationMode::Int8 => ("ours/int8-acts", "activations quantized to int8 per 32"),
             _ => ("ours/f32-acts", "f32 activations, weights dequantized in registers"),
         };
-        let q = int8.clone();
         out.push(GemvVariant {
             kernel: "int8_gemv",
             name,
             n,
             k,
-            bytes: q[0].weight_bytes(),
+            bytes: int8[0].weight_bytes(),
             note: format!("{acts}; GB/s of int8 weights + f16 scales"),
-            run: Box::new(move |call, x, y| q[call % q.len()].matmul(&x[..k], 1, &mut y[..n], &p)),
+            run: rotating(int8.clone(), move |q, x, y| q.matmul(&x[..k], 1, &mut y[..n], &p)),
         });
-        let q = int4.clone();
         out.push(GemvVariant {
             kernel: "int4_gemv",
             name,
             n,
             k,
-            bytes: q[0].weight_bytes(),
+            bytes: int4[0].weight_bytes(),
             note: format!("{acts}; group 32; GB/s of nibbles + f16 scales"),
-            run: Box::new(move |call, x, y| q[call % q.len()].matmul(&x[..k], 1, &mut y[..n], &p)),
+            run: rotating(int4.clone(), move |q, x, y| q.matmul(&x[..k], 1, &mut y[..n], &p)),
         });
     }
-    let b = Bf16Matrix::from_f32(&w, n, k)?;
-    let bytes = b.weight_bytes();
     let p = DenseParams { threads, ..DenseParams::default() };
+    let bf16 =
+        replicate(rotate_bytes, Bf16Matrix::weight_bytes, || Bf16Matrix::from_f32(&w, n, k))?;
     out.push(GemvVariant {
         kernel: "bf16_gemv",
         name: "ours",
         n,
         k,
-        bytes,
+        bytes: bf16[0].weight_bytes(),
         note: "GB/s of bf16 weights".into(),
-        run: rotating(
-            replicate(bytes, rotate_bytes, || Bf16Matrix::from_f32(&w, n, k))?,
-            move |b, x, y| b.matmul(&x[..k], 1, &mut y[..n], &p),
-        ),
+        run: rotating(bf16, move |b, x, y| b.matmul(&x[..k], 1, &mut y[..n], &p)),
     });
-    let f = F32Matrix::from_f32(&w, n, k)?;
-    let bytes = f.weight_bytes();
+    let f32s = replicate(rotate_bytes, F32Matrix::weight_bytes, || F32Matrix::from_f32(&w, n, k))?;
     out.push(GemvVariant {
         kernel: "f32_gemv",
         name: "ours",
         n,
         k,
-        bytes,
+        bytes: f32s[0].weight_bytes(),
         note: "GB/s of f32 weights".into(),
-        run: rotating(
-            replicate(bytes, rotate_bytes, || F32Matrix::from_f32(&w, n, k))?,
-            move |f, x, y| f.matmul(&x[..k], 1, &mut y[..n], &p),
-        ),
+        run: rotating(f32s, move |f, x, y| f.matmul(&x[..k], 1, &mut y[..n], &p)),
     });
     Ok(out)
 }
