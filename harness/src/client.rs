@@ -69,6 +69,8 @@ pub struct Client {
     http: reqwest::Client,
     url: String,
     target: TargetSpec,
+    /// `target.model` as a JSON string literal, written once rather than per request.
+    model_json: String,
 }
 
 /// A client that cannot be built (TLS backend, resolver).
@@ -92,7 +94,8 @@ impl Client {
             .timeout(timeout)
             .build()?;
         let url = target.completions_url();
-        Ok(Self { http, url, target })
+        let model_json = json_string(&target.model);
+        Ok(Self { http, url, target, model_json })
     }
 
     /// Sends `req` (intended at `intended_s` on `clock`) as a streaming completion with
@@ -136,7 +139,7 @@ impl Client {
         use std::fmt::Write;
         let mut body = String::with_capacity(128 + req.prompt.len() * 4);
         body.push_str("{\"model\":");
-        body.push_str(&json_string(&self.target.model));
+        body.push_str(&self.model_json);
         body.push_str(",\"prompt\":");
         if self.target.token_prompts {
             body.push('[');

@@ -86,6 +86,8 @@ async fn run_open(client: &Client, plan: &Plan, opts: &RunOptions) -> Vec<Reques
     let clock = RunClock::starting_at(
         opts.start.unwrap_or_else(|| std::time::Instant::now() + Duration::from_millis(2)),
     );
+    // One shared client: a task clones a pointer, not the client's strings.
+    let shared = Arc::new(client.clone());
     let mut tasks = JoinSet::new();
     for (req, &at) in requests.into_iter().zip(&plan.arrivals_s) {
         tokio::time::sleep_until(clock.instant_at(at).into()).await;
@@ -93,7 +95,7 @@ async fn run_open(client: &Client, plan: &Plan, opts: &RunOptions) -> Vec<Reques
             Some(sem) => sem.clone().acquire_owned().await.ok(),
             None => None,
         };
-        let (client, live) = (client.clone(), opts.live.clone());
+        let (client, live) = (shared.clone(), opts.live.clone());
         if let Some(live) = &live {
             live.sent.fetch_add(1, Ordering::Relaxed);
         }
