@@ -5,3 +5,4 @@ pub mod cli;
 pub mod engine_cmd;
 pub mod kernels_cmd;
 pub mod load_cmd;
+pub mod record_args;

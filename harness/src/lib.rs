@@ -5,7 +5,9 @@ pub mod load;
 pub mod metrics;
 pub mod null_server;
 pub mod progress;
+pub mod provenance;
 pub mod record;
+pub mod recording;
 pub mod report;
 pub mod runner;
 pub mod search;
@@ -14,7 +16,8 @@ pub mod target;
 
 pub use client::{Client, RunClock, TargetSpec};
 pub use metrics::{
-    CoView, Distribution, Histograms, LoadReport, MetricsError, SummaryOptions, percentile,
+    CoView, Distribution, Histograms, LatencySamples, LoadReport, MetricsError, SummaryOptions,
+    percentile,
 };
 pub use null_server::{NullServer, NullServerConfig, NullServerHandle};
 pub use record::{ErrorKind, RequestRecord};

@@ -251,30 +251,40 @@ pub struct LoadReport {
     pub itls: Vec<Vec<f64>>,
     /// Per measured request: its error detail (the kind's name when it has none), "" if OK.
     pub errors: Vec<String>,
+    /// The latency samples behind the distributions (not part of the JSON report).
+    #[serde(skip)]
+    pub samples: LatencySamples,
 }
 
-/// Latency samples of the measured requests, gathered once for the report and histograms.
-#[derive(Default)]
-struct Samples {
-    ttft: Vec<f64>,
-    tpot: Vec<f64>,
-    itl: Vec<f64>,
-    e2el: Vec<f64>,
-    ttft_co: Vec<f64>,
-    e2el_co: Vec<f64>,
+/// Latency samples of a run's successful measured requests, seconds, in plan order: what the
+/// report's distributions, the histograms and the stored raw samples are computed from.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LatencySamples {
+    /// TTFT from the actual send, per request.
+    pub ttft: Vec<f64>,
+    /// TPOT, per request with more than one output token.
+    pub tpot: Vec<f64>,
+    /// Inter-token gaps, pooled over requests.
+    pub itl: Vec<f64>,
+    /// End-to-end latency from the actual send, per request.
+    pub e2el: Vec<f64>,
+    /// TTFT from the intended send (coordinated-omission view), per request.
+    pub ttft_intended: Vec<f64>,
+    /// E2EL from the intended send, per request.
+    pub e2el_intended: Vec<f64>,
 }
 
-impl Samples {
-    fn from_measured(measured: &[&RequestRecord]) -> Samples {
-        let mut s = Samples::default();
+impl LatencySamples {
+    fn from_measured(measured: &[&RequestRecord]) -> LatencySamples {
+        let mut s = LatencySamples::default();
         for r in measured.iter().filter(|r| r.ok()) {
             if let (Some(ttft), Some(e2el), Some(&first), Some(&last)) =
                 (r.ttft_s(), r.e2el_s(), r.choice_events_s.first(), r.choice_events_s.last())
             {
                 s.ttft.push(ttft);
                 s.e2el.push(e2el);
-                s.ttft_co.push(first - r.intended_s);
-                s.e2el_co.push(last - r.intended_s);
+                s.ttft_intended.push(first - r.intended_s);
+                s.e2el_intended.push(last - r.intended_s);
             }
             if let Some(tpot) = r.tpot_s() {
                 s.tpot.push(tpot);
@@ -326,7 +336,7 @@ impl LoadReport {
     pub fn from_records(records: &[RequestRecord], slo: &Slo, opts: &SummaryOptions) -> LoadReport {
         let warmup_requests = records.iter().filter(|r| r.warmup).count();
         let measured = measured(records);
-        let samples = Samples::from_measured(&measured);
+        let samples = LatencySamples::from_measured(&measured);
 
         let mut failures: BTreeMap<ErrorKind, usize> =
             ErrorKind::ALL.iter().map(|&k| (k, 0)).collect();
@@ -384,8 +394,8 @@ impl LoadReport {
         let e2el = Distribution::from_samples(&samples.e2el);
         let lag_samples: Vec<f64> = measured.iter().map(|r| r.lag_s()).collect();
         let co = CoView {
-            ttft: Distribution::from_samples(&samples.ttft_co),
-            e2el: Distribution::from_samples(&samples.e2el_co),
+            ttft: Distribution::from_samples(&samples.ttft_intended),
+            e2el: Distribution::from_samples(&samples.e2el_intended),
             lag: Distribution::from_samples(&lag_samples),
             intended_rate: rate(measured.iter().map(|r| r.intended_s)),
             achieved_rate: rate(measured.iter().map(|r| r.sent_s)),
@@ -447,6 +457,7 @@ impl LoadReport {
             ttfts,
             itls,
             errors,
+            samples,
         }
     }
 }
@@ -505,15 +516,19 @@ impl Histograms {
     /// Record the measured requests of a run (same selection as [`LoadReport::from_records`]).
     /// Values beyond one hour are clamped to it.
     pub fn from_records(records: &[RequestRecord]) -> Result<Histograms, MetricsError> {
+        Histograms::from_samples(&LatencySamples::from_measured(&measured(records)))
+    }
+
+    /// Record a run's latency samples (for example [`LoadReport::samples`]).
+    pub fn from_samples(s: &LatencySamples) -> Result<Histograms, MetricsError> {
         let mut h = Histograms::new()?;
-        let s = Samples::from_measured(&measured(records));
         for (hist, xs) in [
             (&mut h.ttft, &s.ttft),
             (&mut h.tpot, &s.tpot),
             (&mut h.itl, &s.itl),
             (&mut h.e2el, &s.e2el),
-            (&mut h.ttft_intended, &s.ttft_co),
-            (&mut h.e2el_intended, &s.e2el_co),
+            (&mut h.ttft_intended, &s.ttft_intended),
+            (&mut h.e2el_intended, &s.e2el_intended),
         ] {
             for &x in xs {
                 hist.saturating_record(to_us(x));

@@ -9,6 +9,7 @@
 
 mod backend;
 mod error;
+mod record;
 mod types;
 
 use std::io::{BufRead, Write};
