@@ -1,8 +1,10 @@
 //! `dyno kernels bench` and `dyno kernels tune`: argument definitions, wiring and printing.
 //! The measuring, searching and caching live in `dyno_kernels::{machine, tune, bench}`.
 
+use crate::record_args::{RecordArgs, block_on};
 use anyhow::{Context, Result};
 use clap::{ArgGroup, Args, Subcommand};
+use dyno_harness::recording::kernel_scenario_results;
 use dyno_kernels::bench::{BenchOptions, run_bench};
 use dyno_kernels::machine::MachineId;
 use dyno_kernels::tune::timing::TimingOptions;
@@ -84,6 +86,9 @@ pub struct KernelsBenchArgs {
     /// (shields comparisons from noisy neighbours on shared machines).
     #[arg(long, default_value_t = 3, value_parser = positive)]
     pub rounds: usize,
+    /// Where the results are recorded.
+    #[command(flatten)]
+    pub record: RecordArgs,
 }
 
 /// Arguments of `dyno kernels tune`: exactly one of `--shape` and `--attention`.
@@ -147,8 +152,13 @@ fn run_bench_cmd(a: KernelsBenchArgs) -> Result<()> {
         gemv_shapes: if a.gemv_shapes.is_empty() { vec![(8192, 8192)] } else { a.gemv_shapes },
         rounds: a.rounds,
     };
+    let recorder = block_on(a.record.prepare())??;
     let report = run_bench(&opts, Some(&cache))?;
     print!("{}", report.table());
+    if let Some(recorder) = &recorder {
+        let scenarios = kernel_scenario_results(&report);
+        block_on(recorder.record("kernels", "manual", None, &scenarios))??;
+    }
     if let Some(path) = a.json {
         let json = serde_json::to_string_pretty(&report).context("serializing the bench report")?;
         write_file(&path, &json, "the bench report")?;

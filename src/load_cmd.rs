@@ -1,16 +1,19 @@
 //! `dyno load`: parse, start the target, run the harness, print and write the report.
 
 use crate::engine_cmd::EngineSetup;
+use crate::record_args::RecordArgs;
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use dyno_harness::load::{LoadMode, LoadSpec, run_load};
+use dyno_harness::load::{LoadMode, LoadOutcome, LoadSpec, RunResult, run_load};
 use dyno_harness::metrics::SummaryOptions;
 use dyno_harness::null_server::NullServerConfig;
 use dyno_harness::progress::Progress;
+use dyno_harness::recording::{load_level, load_scenario, load_scenario_result, max_rate_metric};
 use dyno_harness::report::{JsonReport, render_outcome};
 use dyno_harness::search::SearchOptions;
-use dyno_harness::target::{RunningTarget, Target};
+use dyno_harness::target::Target;
 use dyno_harness::{Client, LiveStats, RunOptions};
+use dyno_results::store::ScenarioResult;
 use dyno_workloads::{LoadOverrides, Workload};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -86,6 +89,9 @@ pub struct LoadArgs {
     /// No live progress line.
     #[arg(long)]
     pub no_progress: bool,
+    /// Where the results are recorded.
+    #[command(flatten)]
+    pub record: RecordArgs,
 }
 
 /// Runs `dyno load`.
@@ -149,15 +155,26 @@ pub fn run_load_cmd(a: LoadArgs) -> Result<()> {
     .context("starting the load generator's runtime")?;
     let timeout = Duration::from_secs_f64(a.timeout_s.max(0.001));
     let (outcome, env) = runtime.block_on(async {
+        let recorder = a.record.prepare().await?;
         let running = target.start().await?;
         eprintln!("dyno load: {} → {}", workload.name, running.description);
+        let running_description = running.description.clone();
         let pool = a.concurrency.or(a.max_concurrency).unwrap_or(256).max(64);
         let client = Client::new(running.spec.clone(), pool, timeout)?;
         let total = plan_total(&plan);
         let _progress = (!a.no_progress && matches!(spec.mode, LoadMode::Single))
             .then(|| Progress::start(live.clone(), total, workload.name.clone()));
         let outcome = run_load(&client, &spec).await?;
-        Ok::<_, anyhow::Error>((outcome, environment(&running, &a)))
+        drop(running);
+        if let Some(recorder) = &recorder {
+            let scenarios = stored_results(&target, &spec, &outcome)?;
+            if scenarios.is_empty() {
+                eprintln!("nothing recorded: no valid run (see the report)");
+            } else {
+                recorder.record("load", "manual", None, &scenarios).await?;
+            }
+        }
+        Ok::<_, anyhow::Error>((outcome, environment(&running_description, &a)))
     })?;
     print!("{}", render_outcome(&outcome));
     if let Some(path) = &a.json {
@@ -206,12 +223,50 @@ fn target_from_args(a: &LoadArgs) -> Result<Target> {
     })
 }
 
+/// What a load invocation stores: each valid run as a scenario (a search stores its best
+/// passing run with the rate it found); invalid runs are left out with a warning, since their
+/// numbers measure the client, not the target.
+fn stored_results(
+    target: &Target,
+    spec: &LoadSpec,
+    outcome: &LoadOutcome,
+) -> Result<Vec<ScenarioResult>> {
+    let mut out = Vec::new();
+    let is_search = matches!(spec.mode, LoadMode::MaxRateUnderSlo(_));
+    let chosen: Vec<&RunResult> = match (is_search, outcome.max_rate_under_slo.flatten()) {
+        (true, Some(best)) => {
+            outcome.runs.iter().filter(|r| r.rate == Some(best)).take(1).collect()
+        }
+        (true, None) => Vec::new(),
+        (false, _) => outcome.runs.iter().collect(),
+    };
+    for run in chosen {
+        let level = if is_search {
+            "max-rate-under-slo".to_string()
+        } else {
+            load_level(run.rate, &spec.overrides)
+        };
+        if let Some(reason) = &run.report.invalid_reason {
+            eprintln!("not recording the run at {level}: it is invalid ({reason})");
+            continue;
+        }
+        let scenario = load_scenario(target, &spec.workload, &spec.overrides, &level)
+            .context("describing the scenario")?;
+        let mut result = load_scenario_result(scenario, run)?;
+        if let (true, Some(rate)) = (is_search, run.rate) {
+            result.values.push(max_rate_metric(rate, outcome.runs.len()));
+        }
+        out.push(result);
+    }
+    Ok(out)
+}
+
 /// The environment a report records: this machine, the target, the dyno version.
-fn environment(target: &RunningTarget, a: &LoadArgs) -> serde_json::Value {
+fn environment(target_description: &str, a: &LoadArgs) -> serde_json::Value {
     serde_json::json!({
         "dyno_version": env!("CARGO_PKG_VERSION"),
         "machine": dyno_kernels::machine::MachineId::detect(),
-        "target": target.description,
+        "target": target_description,
         "workload": a.workload,
         "client_threads": a.client_threads,
     })

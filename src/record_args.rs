@@ -118,6 +118,16 @@ impl Recorder {
     }
 }
 
+/// Runs `future` to completion on a new single-threaded runtime (for commands that are
+/// synchronous apart from their database work).
+pub fn block_on<F: std::future::Future>(future: F) -> Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    Ok(runtime.block_on(future))
+}
+
 /// The first 10 characters of a commit hash.
 pub fn short(sha: &str) -> &str {
     sha.get(..10).unwrap_or(sha)

@@ -1,6 +1,8 @@
 //! End-to-end tests of `dyno kernels bench` / `dyno kernels tune` (tiny shapes, tiny budgets;
 //! no timing assertions).
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -8,6 +10,7 @@ fn dyno(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dyno"))
         .args(args)
         .env_remove("DYNO_KERNEL_CACHE")
+        .env("DYNO_DB", common::test_db_dir().join("results.sqlite"))
         .output()
         .expect("running the dyno binary")
 }
@@ -98,6 +101,7 @@ fn bench_json_has_the_expected_rows() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("kernels.jsonl");
     let json = dir.path().join("bench.json");
+    let db = dir.path().join("results.sqlite");
     // Tune one of the two shapes first so its tuned row is measured.
     assert!(tune(&cache, &[]).status.success());
     let o = dyno(&[
@@ -121,10 +125,25 @@ fn bench_json_has_the_expected_rows() {
         cache.to_str().unwrap(),
         "--json",
         json.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
     ]);
     let (stdout, stderr) = text(&o);
     assert!(o.status.success(), "{stderr}");
     assert!(stdout.contains("ours/default") && stdout.contains("fma peak"), "{stdout}");
+    // Recorded: one scenario per kernel and shape, one higher-is-better measure per variant.
+    assert!(stderr.contains("recorded run"), "{stderr}");
+    let runs = common::stored_runs(&db);
+    let [record] = runs.as_slice() else { panic!("{} runs", runs.len()) };
+    let gemm = record
+        .scenarios
+        .iter()
+        .find(|s| s.scenario.name == "kernels/gemm_f32/6x300x600")
+        .expect("the gemm scenario");
+    let ours = gemm.values.iter().find(|v| v.measure == "ours/default").expect("ours/default");
+    assert_eq!((ours.family.as_str(), ours.lower_is_better), ("kernel", false));
+    assert!(ours.value > 0.0);
+    assert!(record.scenarios.iter().any(|s| s.scenario.name == "kernels/int4_gemv/1x8x256"));
 
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();

@@ -13,6 +13,8 @@ use sha2::Digest;
 
 use crate::load::RunResult;
 use crate::metrics::{Distribution, Histograms, LoadReport, MetricsError, percentile};
+use crate::target::Target;
+use dyno_workloads::{LoadOverrides, Workload};
 
 /// Raw samples kept per measure at most; longer runs keep an evenly strided subset, so a
 /// day-long soak cannot bloat the store.
@@ -150,6 +152,73 @@ pub fn load_histograms(report: &LoadReport) -> Result<Vec<Histogram>, MetricsErr
         .into_iter()
         .map(|(name, data)| Histogram { name: name.to_string(), data })
         .collect())
+}
+
+/// The model name a target serves, for scenario names: the built-in model's name, the URL
+/// target's `--served-model` (else `url`), or `null-server`.
+fn target_model(target: &Target) -> String {
+    match target {
+        Target::Builtin { model, .. } => model.name.clone(),
+        Target::Url { model, .. } => model.clone().unwrap_or_else(|| "url".to_string()),
+        Target::Null(_) => "null-server".to_string(),
+    }
+}
+
+/// The stored scenario of a load test: named `{workload}/{model}/{level}` (level: `rate=R`,
+/// `concurrency=C`, `max-rate-under-slo`, or `workload` for the workload's own pacing), with a
+/// config that holds everything that shapes the numbers — the target (model and engine config
+/// for the built-in engine), the parsed workload and the count/duration overrides — so a
+/// series never mixes configurations (its hash keys the series).
+pub fn load_scenario(
+    target: &Target,
+    workload: &Workload,
+    overrides: &LoadOverrides,
+    level: &str,
+) -> Result<Scenario, serde_yaml::Error> {
+    use serde_yaml::{Mapping, Value};
+    let mut doc = Mapping::new();
+    let mut put = |k: &str, v: Value| doc.insert(Value::String(k.to_string()), v);
+    match target {
+        Target::Builtin { model, config, checkpoint } => {
+            put("target", Value::String("builtin".into()));
+            put("model", serde_yaml::to_value(model)?);
+            put("engine", serde_yaml::to_value(config.as_ref())?);
+            if let Some(c) = checkpoint {
+                put("checkpoint", Value::String(c.display().to_string()));
+            }
+        }
+        Target::Url { base_url, model, token_prompts } => {
+            put("target", Value::String(base_url.clone()));
+            put("served_model", serde_yaml::to_value(model)?);
+            put("token_prompts", Value::Bool(*token_prompts));
+        }
+        Target::Null(config) => {
+            put("target", Value::String("null".into()));
+            put("null_server", serde_yaml::to_value(config)?);
+        }
+    }
+    put("workload", serde_yaml::to_value(workload)?);
+    put("requests", serde_yaml::to_value(overrides.requests)?);
+    put("duration_s", serde_yaml::to_value(overrides.duration_s)?);
+    let config = serde_yaml::to_string(&doc)?;
+    let model = target_model(target);
+    Ok(Scenario {
+        name: format!("{}/{model}/{level}", workload.name),
+        model,
+        workload: workload.name.clone(),
+        config_hash: config_hash(&config),
+        config,
+    })
+}
+
+/// The level part of a load scenario's name for a run at `rate` (or at the overrides' or the
+/// workload's own pacing when `None`).
+pub fn load_level(rate: Option<f64>, overrides: &LoadOverrides) -> String {
+    match (rate.or(overrides.rate), overrides.concurrency) {
+        (Some(r), _) => format!("rate={r}"),
+        (None, Some(c)) => format!("concurrency={c}"),
+        (None, None) => "workload".to_string(),
+    }
 }
 
 /// One load-test run as a stored scenario result.
