@@ -6,6 +6,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::engine_cmd::{self, EngineArgs, ModelArgs, ServeArgs};
 use crate::kernels_cmd::{self, KernelsArgs};
 use crate::load_cmd::{self, LoadArgs};
+use crate::nightly_cmd::{self, NightlyArgs};
+use std::process::ExitCode;
 
 /// dyno: a dynamometer for LLM inference.
 #[derive(Debug, Parser)]
@@ -31,6 +33,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Load-test a server (the built-in engine, the null server or any URL) with a workload.
     Load(Box<LoadArgs>),
+    /// Run a suite, record it, detect regressions; exit 1 on an open confirmed regression.
+    Nightly(NightlyArgs),
 }
 
 /// Arguments of `dyno tune` (and of the `tune` binary).
@@ -44,15 +48,17 @@ pub struct TuneArgs {
     pub model: String,
 }
 
-/// Runs a parsed command line.
-pub fn run(cli: Cli) -> Result<()> {
+/// Runs a parsed command line; the exit code of a command that completed (errors exit 2).
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let done = |r: Result<()>| r.map(|()| ExitCode::SUCCESS);
     match cli.command {
-        Command::Tune(args) => run_tune(args),
-        Command::Kernels(args) => kernels_cmd::run(args),
-        Command::Model(args) => engine_cmd::run_model(args),
-        Command::Engine(args) => engine_cmd::run_engine(args),
-        Command::Serve(args) => engine_cmd::run_serve(args),
-        Command::Load(args) => load_cmd::run_load_cmd(*args),
+        Command::Tune(args) => done(run_tune(args)),
+        Command::Kernels(args) => done(kernels_cmd::run(args)),
+        Command::Model(args) => done(engine_cmd::run_model(args)),
+        Command::Engine(args) => done(engine_cmd::run_engine(args)),
+        Command::Serve(args) => done(engine_cmd::run_serve(args)),
+        Command::Load(args) => done(load_cmd::run_load_cmd(*args)),
+        Command::Nightly(args) => nightly_cmd::run_nightly(args),
     }
 }
 

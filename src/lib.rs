@@ -5,4 +5,5 @@ pub mod cli;
 pub mod engine_cmd;
 pub mod kernels_cmd;
 pub mod load_cmd;
+pub mod nightly_cmd;
 pub mod record_args;

@@ -4,16 +4,15 @@ use crate::engine_cmd::EngineSetup;
 use crate::record_args::RecordArgs;
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use dyno_harness::load::{LoadMode, LoadOutcome, LoadSpec, RunResult, run_load};
+use dyno_harness::load::{LoadMode, LoadSpec, run_load};
 use dyno_harness::metrics::SummaryOptions;
 use dyno_harness::null_server::NullServerConfig;
 use dyno_harness::progress::Progress;
-use dyno_harness::recording::{load_level, load_scenario, load_scenario_result, max_rate_metric};
+use dyno_harness::recording::outcome_results;
 use dyno_harness::report::{JsonReport, render_outcome};
 use dyno_harness::search::SearchOptions;
 use dyno_harness::target::Target;
 use dyno_harness::{Client, LiveStats, RunOptions};
-use dyno_results::store::ScenarioResult;
 use dyno_workloads::{LoadOverrides, Workload};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -167,7 +166,10 @@ pub fn run_load_cmd(a: LoadArgs) -> Result<()> {
         let outcome = run_load(&client, &spec).await?;
         drop(running);
         if let Some(recorder) = &recorder {
-            let scenarios = stored_results(&target, &spec, &outcome)?;
+            let (scenarios, skipped) = outcome_results(&target, &spec, &outcome, None)?;
+            for reason in skipped {
+                eprintln!("{reason}");
+            }
             if scenarios.is_empty() {
                 eprintln!("nothing recorded: no valid run (see the report)");
             } else {
@@ -221,44 +223,6 @@ fn target_from_args(a: &LoadArgs) -> Result<Target> {
         },
         other => bail!("--target {other}: expected builtin, null or an http(s):// URL"),
     })
-}
-
-/// What a load invocation stores: each valid run as a scenario (a search stores its best
-/// passing run with the rate it found); invalid runs are left out with a warning, since their
-/// numbers measure the client, not the target.
-fn stored_results(
-    target: &Target,
-    spec: &LoadSpec,
-    outcome: &LoadOutcome,
-) -> Result<Vec<ScenarioResult>> {
-    let mut out = Vec::new();
-    let is_search = matches!(spec.mode, LoadMode::MaxRateUnderSlo(_));
-    let chosen: Vec<&RunResult> = match (is_search, outcome.max_rate_under_slo.flatten()) {
-        (true, Some(best)) => {
-            outcome.runs.iter().filter(|r| r.rate == Some(best)).take(1).collect()
-        }
-        (true, None) => Vec::new(),
-        (false, _) => outcome.runs.iter().collect(),
-    };
-    for run in chosen {
-        let level = if is_search {
-            "max-rate-under-slo".to_string()
-        } else {
-            load_level(run.rate, &spec.overrides)
-        };
-        if let Some(reason) = &run.report.invalid_reason {
-            eprintln!("not recording the run at {level}: it is invalid ({reason})");
-            continue;
-        }
-        let scenario = load_scenario(target, &spec.workload, &spec.overrides, &level)
-            .context("describing the scenario")?;
-        let mut result = load_scenario_result(scenario, run)?;
-        if let (true, Some(rate)) = (is_search, run.rate) {
-            result.values.push(max_rate_metric(rate, outcome.runs.len()));
-        }
-        out.push(result);
-    }
-    Ok(out)
 }
 
 /// The environment a report records: this machine, the target, the dyno version.

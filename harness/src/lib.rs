@@ -3,6 +3,7 @@
 pub mod client;
 pub mod load;
 pub mod metrics;
+pub mod nightly;
 pub mod null_server;
 pub mod progress;
 pub mod provenance;

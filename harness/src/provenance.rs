@@ -174,6 +174,7 @@ impl Machine {
             "gpus": gpus.iter().map(|(name, mem, driver)| json!({
                 "name": name, "memory_mib": mem, "driver": driver,
             })).collect::<Vec<_>>(),
+            "pid": std::process::id(),
             "hostname": std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .ok().map(|s| s.trim().to_string()),
         });

@@ -11,7 +11,7 @@ use dyno_kernels::bench::{BenchReport, BenchRow};
 use dyno_results::store::{Histogram, MetricValue, Scenario, ScenarioResult};
 use sha2::Digest;
 
-use crate::load::RunResult;
+use crate::load::{LoadMode, LoadOutcome, LoadSpec, RunResult};
 use crate::metrics::{Distribution, Histograms, LoadReport, MetricsError, percentile};
 use crate::target::Target;
 use dyno_workloads::{LoadOverrides, Workload};
@@ -139,7 +139,7 @@ pub fn load_metric_values(report: &LoadReport) -> Vec<MetricValue> {
     }
     if report.measured_requests > 0 {
         let fraction = report.failed as f64 / report.measured_requests as f64;
-        values.push(counted(metric("failed_fraction", "ratio", THROUGHPUT, true, fraction)));
+        values.push(counted(metric("failed_fraction", "", THROUGHPUT, true, fraction)));
     }
     values.retain(|v| v.value.is_finite());
     values
@@ -231,6 +231,65 @@ pub fn load_scenario_result(
         values: load_metric_values(&run.report),
         histograms: load_histograms(&run.report)?,
     })
+}
+
+/// Why a run of an outcome is not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordingError {
+    /// The scenario description could not be serialized.
+    #[error("describing the scenario: {0}")]
+    Describe(#[from] serde_yaml::Error),
+    /// The histograms could not be built or serialized.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+}
+
+/// What a load invocation stores: each valid run as a scenario (a search stores its best
+/// passing run, with the rate it found, as level `max-rate-under-slo`), named by
+/// [`load_scenario`] or, when given, `name` (with ` @rate=R` per run of a sweep). Invalid
+/// runs are left out, since their numbers measure the client rather than the target; the
+/// second list says which and why, one line each.
+pub fn outcome_results(
+    target: &Target,
+    spec: &LoadSpec,
+    outcome: &LoadOutcome,
+    name: Option<&str>,
+) -> Result<(Vec<ScenarioResult>, Vec<String>), RecordingError> {
+    let is_search = matches!(spec.mode, LoadMode::MaxRateUnderSlo(_));
+    let is_sweep = matches!(spec.mode, LoadMode::Sweep(_));
+    let chosen: Vec<&RunResult> = match (is_search, outcome.max_rate_under_slo.flatten()) {
+        (true, Some(best)) => {
+            outcome.runs.iter().filter(|r| r.rate == Some(best)).take(1).collect()
+        }
+        (true, None) => Vec::new(),
+        (false, _) => outcome.runs.iter().collect(),
+    };
+    let mut skipped = Vec::new();
+    if is_search && chosen.is_empty() {
+        skipped.push("nothing recorded: no rate met the SLOs".to_string());
+    }
+    let mut out = Vec::new();
+    for run in chosen {
+        let level = if is_search {
+            "max-rate-under-slo".to_string()
+        } else {
+            load_level(run.rate, &spec.overrides)
+        };
+        if let Some(reason) = &run.report.invalid_reason {
+            skipped.push(format!("not recording the run at {level}: it is invalid ({reason})"));
+            continue;
+        }
+        let mut scenario = load_scenario(target, &spec.workload, &spec.overrides, &level)?;
+        if let Some(name) = name {
+            scenario.name = if is_sweep { format!("{name} @{level}") } else { name.to_string() };
+        }
+        let mut result = load_scenario_result(scenario, run)?;
+        if let (true, Some(rate)) = (is_search, run.rate) {
+            result.values.push(max_rate_metric(rate, outcome.runs.len()));
+        }
+        out.push(result);
+    }
+    Ok((out, skipped))
 }
 
 /// The found highest rate under the SLOs, as a measure (higher is better).
