@@ -16,13 +16,15 @@ pub const CLOSING_ACTIONS: [&str; 4] = ["acknowledged", "fixed", "invalid", "imp
 
 /// How a series is analysed: its family's detection settings, and a tail test for percentiles.
 pub fn series_settings(key: &SeriesKey) -> (DetectConfig, Direction, Stat) {
-    let config = Family::parse(&key.family)
-        .map_or_else(DetectConfig::default, |f| DetectConfig::for_family(f));
+    let config =
+        Family::parse(&key.family).map_or_else(DetectConfig::default, DetectConfig::for_family);
     let direction =
         if key.lower_is_better { Direction::LowerIsBetter } else { Direction::HigherIsBetter };
-    // p90, p95, p99, p99.9 and the like: heavy-tailed from run to run.
+    // p90, p95, p99, p999 and the like (not p50): heavy-tailed from run to run.
     let tail = key.measure.split('_').any(|part| {
-        part.len() > 1 && part.starts_with('p') && part[1..].chars().all(|c| c.is_ascii_digit())
+        part.strip_prefix('p').is_some_and(|digits| {
+            digits.len() >= 2 && digits.chars().all(|c| c.is_ascii_digit()) && digits[..2] >= *"90"
+        })
     });
     (config, direction, if tail { Stat::Tail } else { Stat::Central })
 }

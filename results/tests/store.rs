@@ -630,3 +630,90 @@ async fn alerts_and_triage(ctx: Ctx) {
     assert!(store.upsert_alert(&info).await.is_err());
 }
 both!(alerts_and_triage);
+
+/// Relative noise of about 1% in a fixed, repeating pattern (mean 0, sd ≈ 0.01).
+fn wobble(i: usize) -> f64 {
+    1.0 + 0.01 * [0.3, -1.1, 0.8, -0.2, 1.4, -0.7, 0.1, -1.3, 0.9, -0.2][i % 10]
+}
+
+/// The confirmed alerts of the `ttft_p50` series.
+async fn confirmed_alerts(store: &Store) -> Vec<Alert> {
+    let alerts = store.alerts(Some(AlertState::Confirmed)).await.expect("alerts");
+    alerts.into_iter().filter(|a| a.info.series.measure == "ttft_p50").collect()
+}
+
+async fn analysis_confirms_a_step_once_three_points_follow(ctx: Ctx) {
+    use dyno_results::analyze::analyze_run;
+    let store = ctx.store(0).await;
+    // A 5% slowdown from s15 on, in 1% noise, one nightly at a time.
+    for i in 0..21 {
+        let level = if i < 15 { 100.0 } else { 105.0 };
+        let sha = format!("s{i:02}");
+        let run = complete_run(&store, &sha, Some(i as i64 + 1), &sha, level * wobble(i)).await;
+        let analysis = analyze_run(&store, run).await.expect("analyze");
+        let ttft = analysis.series.iter().find(|s| s.key.measure == "ttft_p50").expect("series");
+        assert_eq!(ttft.point.as_ref().map(|p| p.run_id), Some(run));
+        let confirmed = confirmed_alerts(&store).await;
+        if i < 18 {
+            assert!(confirmed.is_empty(), "confirmed too early, at s{i:02}: {confirmed:?}");
+            continue;
+        }
+        assert_eq!(confirmed.len(), 1, "at s{i:02}: {confirmed:?}");
+        let alert = &confirmed[0];
+        assert_eq!(alert.info.commit, "s15");
+        assert!(alert.info.regression);
+        assert!((alert.info.change_pct - 5.0).abs() < 1.5, "{}", alert.info.change_pct);
+        assert!(alert.info.p_value.is_some_and(|p| p <= 0.001));
+        // Both recorded measures (ttft_p50, and itl_p50 = ttft_p50 / 10) moved.
+        assert_eq!(analysis.open_regressions.len(), 2);
+        if i == 18 {
+            assert!(ttft.changed.iter().any(|a| a.id == alert.id), "this analysis confirmed it");
+            let baseline = ttft.baseline.expect("baseline");
+            assert!((baseline - 105.0).abs() < 2.0, "the segment since the change: {baseline}");
+        }
+    }
+    // Triaged, it no longer counts as open; the alert itself stays confirmed.
+    for alert in store.alerts(Some(AlertState::Confirmed)).await.expect("alerts") {
+        store.triage(alert.id, "acknowledged", "known", None).await.expect("ack");
+    }
+    let run = complete_run(&store, "s21", Some(22), "s21", 105.0 * wobble(21)).await;
+    let analysis = analyze_run(&store, run).await.expect("analyze");
+    assert!(analysis.open_regressions.is_empty());
+    assert_eq!(confirmed_alerts(&store).await.len(), 1);
+}
+both!(analysis_confirms_a_step_once_three_points_follow);
+
+async fn analysis_retracts_a_single_outlier(ctx: Ctx) {
+    use dyno_results::analyze::analyze_run;
+    let store = ctx.store(0).await;
+    let mut flagged = None;
+    for i in 0..16 {
+        let sha = format!("o{i:02}");
+        let value = if i == 10 { 130.0 } else { 100.0 * wobble(i) };
+        let run = complete_run(&store, &sha, Some(i as i64 + 1), &sha, value).await;
+        analyze_run(&store, run).await.expect("analyze");
+        let alerts: Vec<Alert> = store
+            .alerts(None)
+            .await
+            .expect("alerts")
+            .into_iter()
+            .filter(|a| a.info.series.measure == "ttft_p50")
+            .collect();
+        match i {
+            0..=9 => assert!(alerts.is_empty(), "at o{i:02}: {alerts:?}"),
+            10..=12 => {
+                assert_eq!(alerts.len(), 1, "at o{i:02}: {alerts:?}");
+                assert_eq!(alerts[0].info.state, AlertState::Provisional);
+                assert_eq!(alerts[0].info.commit, "o10");
+                flagged = Some(alerts[0].id);
+            }
+            _ => {
+                assert_eq!(alerts.len(), 1, "at o{i:02}: {alerts:?}");
+                assert_eq!(alerts[0].info.state, AlertState::Retracted);
+                assert_eq!(Some(alerts[0].id), flagged, "the same alert, moved on");
+            }
+        }
+    }
+    assert!(confirmed_alerts(&store).await.is_empty());
+}
+both!(analysis_retracts_a_single_outlier);
