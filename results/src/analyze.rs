@@ -42,6 +42,8 @@ pub struct SeriesAnalysis {
     pub baseline: Option<f64>,
     /// Points in the series.
     pub len: usize,
+    /// Each point's commit and its ordinal, in series order.
+    pub commits: Vec<(String, i64)>,
     /// The series' alerts after this analysis (every state), by commit order.
     pub alerts: Vec<Alert>,
     /// Alerts this analysis opened or changed.
@@ -180,6 +182,7 @@ pub async fn analyze_series(store: &Store, key: &SeriesKey, run: i64) -> Result<
         previous: previous_value,
         baseline,
         len: points.len(),
+        commits: points.iter().map(|p| (p.sha.clone(), p.ordinal)).collect(),
         alerts,
         changed,
     })
@@ -199,14 +202,77 @@ pub struct RunAnalysis {
     pub open_regressions: Vec<Alert>,
 }
 
-/// Analyses every series `run` recorded into (see [`analyze_series`]) and finds the open
-/// confirmed regressions among them.
+/// Groups the confirmed alerts of `series` that are in no group yet by the commits that may
+/// have caused them ([`detect::group_alerts`]: from the commit after the previous point to
+/// the alert's commit; members share at least one suspect). A group is stored with the
+/// measured commits that bound its shared range.
+async fn group_new_alerts(store: &Store, series: &mut [SeriesAnalysis]) -> Result<()> {
+    let mut candidates = Vec::new();
+    for (si, s) in series.iter().enumerate() {
+        let ordinals: Vec<u64> =
+            s.commits.iter().map(|(_, o)| u64::try_from(*o).unwrap_or(0)).collect();
+        for a in s.alerts.iter().filter(|a| a.info.state == AlertState::Confirmed) {
+            if a.group.is_some() {
+                continue;
+            }
+            let Some(index) = s.commits.iter().position(|(sha, _)| *sha == a.info.commit) else {
+                continue;
+            };
+            let Some(range) = detect::CommitRange::of_index(&ordinals, index) else { continue };
+            let kind =
+                if a.info.regression { ChangeKind::Regression } else { ChangeKind::Improvement };
+            let alert = detect::Alert {
+                index,
+                state: detect::AlertState::Confirmed,
+                kind,
+                before: a.info.before,
+                after: a.info.after,
+                change: a.info.change_pct / 100.0,
+                p_value: a.info.p_value,
+            };
+            candidates.push(detect::SeriesAlert { series: (si, a.id), alert, range });
+        }
+    }
+    for group in detect::group_alerts(&candidates) {
+        // The measured commits bounding the shared range: the earliest member commit at or
+        // after its first suspect, and the member commit at its last.
+        let commit_at = |pred: &dyn Fn(u64) -> bool| {
+            group
+                .alerts
+                .iter()
+                .filter_map(|m| {
+                    let (si, _) = m.series;
+                    let (sha, ordinal) = series[si].commits.get(m.alert.index)?;
+                    let o = u64::try_from(*ordinal).ok()?;
+                    pred(o).then(|| (o, sha.clone()))
+                })
+                .min()
+        };
+        let first = commit_at(&|o| o >= group.range.first);
+        let last = commit_at(&|o| o == group.range.last);
+        let (Some((_, first)), Some((_, last))) = (first, last) else { continue };
+        let ids: Vec<i64> = group.alerts.iter().map(|m| m.series.1).collect();
+        let gid = store.group_alerts(&ids, &first, &last).await?;
+        for s in series.iter_mut() {
+            for a in s.alerts.iter_mut().chain(s.changed.iter_mut()) {
+                if ids.contains(&a.id) {
+                    a.group = Some(gid);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Analyses every series `run` recorded into (see [`analyze_series`]), groups newly confirmed
+/// alerts across them by commit range, and finds the open confirmed regressions.
 pub async fn analyze_run(store: &Store, run: i64) -> Result<RunAnalysis> {
     let record = store.run_record(run).await?;
     let mut series = Vec::new();
     for key in store.series_of_run(run).await? {
         series.push(analyze_series(store, &key, run).await?);
     }
+    group_new_alerts(store, &mut series).await?;
     let mut open_regressions = Vec::new();
     for s in &series {
         for a in &s.alerts {

@@ -666,6 +666,9 @@ async fn analysis_confirms_a_step_once_three_points_follow(ctx: Ctx) {
         assert!(alert.info.p_value.is_some_and(|p| p <= 0.001));
         // Both recorded measures (ttft_p50, and itl_p50 = ttft_p50 / 10) moved.
         assert_eq!(analysis.open_regressions.len(), 2);
+        // Both series' alerts form one group: the same commit explains them.
+        let all = store.alerts(Some(AlertState::Confirmed)).await.expect("alerts");
+        assert!(all.iter().all(|a| a.group.is_some() && a.group == all[0].group), "{all:?}");
         if i == 18 {
             assert!(ttft.changed.iter().any(|a| a.id == alert.id), "this analysis confirmed it");
             let baseline = ttft.baseline.expect("baseline");
