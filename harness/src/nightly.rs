@@ -156,7 +156,11 @@ async fn run_serving(
     opts: &NightlyOptions,
 ) -> Result<(Vec<dyno_results::store::ScenarioResult>, Vec<String>), String> {
     let mode = match p.level {
-        LoadLevel::MaxRateUnderSlo => LoadMode::MaxRateUnderSlo(SearchOptions::default()),
+        // The search starts from the workload's own rate where it has one.
+        LoadLevel::MaxRateUnderSlo => LoadMode::MaxRateUnderSlo(SearchOptions {
+            start_rate: p.workload.arrival.rate().unwrap_or(1.0),
+            ..SearchOptions::default()
+        }),
         LoadLevel::Rate(_) | LoadLevel::Concurrency(_) => LoadMode::Single,
     };
     let spec = LoadSpec {

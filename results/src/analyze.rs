@@ -34,7 +34,7 @@ pub fn series_settings(key: &SeriesKey) -> (DetectConfig, Direction, Stat) {
 pub struct SeriesAnalysis {
     /// Which series.
     pub key: SeriesKey,
-    /// The run's own point, if the run contributed one (completed runs only).
+    /// The run's own point, if the run contributed one (completed and partial runs only).
     pub point: Option<Point>,
     /// The value of the point before it in commit order.
     pub previous: Option<f64>,

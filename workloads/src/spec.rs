@@ -146,6 +146,18 @@ pub enum Arrival {
     },
 }
 
+impl Arrival {
+    /// The open-loop rate in requests per second, for the processes that have one.
+    pub fn rate(&self) -> Option<f64> {
+        match *self {
+            Arrival::Poisson { rate }
+            | Arrival::Gamma { rate, .. }
+            | Arrival::Constant { rate } => Some(rate),
+            Arrival::Closed { .. } | Arrival::Trace { .. } => None,
+        }
+    }
+}
+
 // The tagged enums above are read through flat structs so that a type error names its field
 // and line (serde buffers internally tagged enums and loses both), and a field that belongs to
 // another variant gets a message saying which fields the variant takes.

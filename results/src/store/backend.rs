@@ -559,7 +559,7 @@ macro_rules! backend {
                      JOIN scenarios s ON s.id = mv.scenario_id \
                      JOIN measures m ON m.id = mv.measure_id \
                      JOIN testbeds t ON t.id = mv.testbed_id \
-                     WHERE r.status = 'completed' AND s.name = ",
+                     WHERE r.status IN ('completed', 'partial') AND s.name = ",
                 );
                 q.push_bind(&f.scenario);
                 q.push(" AND m.name = ");

@@ -4,8 +4,9 @@
 //! One schema history lives in two directories, `migrations/sqlite` and `migrations/postgres`,
 //! which differ only where the dialects do (id columns, BLOB vs BYTEA); a test keeps their
 //! files, tables and columns in step. Raw samples are stored as a blob of little-endian f64.
-//! Only completed runs contribute points to a series, so a run killed midway (left `running`,
-//! later marked `failed` by [`Store::mark_stale_runs_failed`]) never shows half its results.
+//! Only finished runs (completed, or partial: some scenarios failed, each recorded one whole)
+//! contribute points to a series, so a run killed midway (left `running`, later marked
+//! `failed`) never shows half its results.
 
 mod backend;
 mod error;
@@ -148,7 +149,8 @@ impl Store {
         dispatch!(self, mark_stale_runs_failed(before))
     }
 
-    /// A series' points from completed runs, ordered by commit position (then run id).
+    /// A series' points from completed and partial runs, ordered by commit position (then run
+    /// id).
     pub async fn series(&self, filter: &SeriesFilter) -> Result<Vec<Point>> {
         dispatch!(self, series(filter))
     }

@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Status of a run. Only `Completed` runs contribute points to a series.
+/// Status of a run. `Completed` and `Partial` runs contribute points to series (each scenario
+/// result is written whole); `Running` and `Failed` ones never do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
@@ -12,7 +13,7 @@ pub enum RunStatus {
     Completed,
     /// Finished with an error, or found stale.
     Failed,
-    /// Finished with some scenarios missing.
+    /// Finished with some scenarios missing; the recorded ones count.
     Partial,
 }
 
