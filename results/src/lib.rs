@@ -2,10 +2,15 @@
 //!
 //! `store` keeps runs, series, histograms, studies and alerts in one database (sqlx: SQLite by
 //! default, PostgreSQL by URL, one migration history); `detect` finds regressions in a
-//! series (provisional check, E-divisive change points, alert states). Wiring them into
-//! `dyno nightly`, `dyno alerts` and `dyno compare` is still to come (see ARCHITECTURE.md).
+//! series (provisional check, E-divisive change points, alert states). `criterion` reads
+//! criterion's saved estimates as scenario results (`dyno ingest criterion`), `compare` sets
+//! two runs side by side with a Mann–Whitney test per measure (`dyno compare`), and `tables`
+//! renders runs and alerts for the command line (`dyno db runs`, `dyno alerts`).
 
+pub mod compare;
+pub mod criterion;
 pub mod detect;
 pub mod store;
+pub mod tables;
 
 pub use store::{Store, StoreError};
