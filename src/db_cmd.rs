@@ -87,9 +87,10 @@ pub enum IngestCommand {
 /// Arguments of `dyno ingest criterion`.
 #[derive(Debug, Args)]
 pub struct CriterionArgs {
-    /// Criterion's output directory.
-    #[arg(value_name = "DIR", default_value = "target/criterion")]
-    pub dir: PathBuf,
+    /// Criterion's output directory [default: $CRITERION_HOME, else $CARGO_TARGET_DIR/criterion,
+    /// else target/criterion, as criterion itself decides].
+    #[arg(value_name = "DIR")]
+    pub dir: Option<PathBuf>,
     /// Where to record, under which commit.
     #[command(flatten)]
     pub record: RecordArgs,
@@ -318,7 +319,8 @@ pub fn run_ingest(args: IngestArgs) -> Result<()> {
 async fn ingest_criterion(args: CriterionArgs) -> Result<()> {
     // Everything is read and checked before the database is opened: a malformed file records
     // nothing.
-    let results = dyno_results::criterion::read_dir(&args.dir)?;
+    let dir = args.dir.clone().unwrap_or_else(dyno_results::criterion::default_dir);
+    let results = dyno_results::criterion::read_dir(&dir)?;
     let rows: Vec<Vec<String>> = results
         .iter()
         .map(|r| {
@@ -332,7 +334,7 @@ async fn ingest_criterion(args: CriterionArgs) -> Result<()> {
             vec![r.scenario.name.clone(), get("time_mean"), get("time_median"), samples.to_string()]
         })
         .collect();
-    println!("{} criterion benchmarks in {}", results.len(), args.dir.display());
+    println!("{} criterion benchmarks in {}", results.len(), dir.display());
     print!("{}", render_table(&["scenario", "time_mean", "time_median", "samples"], &rows));
     let Some(recorder) = args.record.prepare().await? else {
         return Ok(());

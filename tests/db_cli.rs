@@ -13,6 +13,9 @@ fn dyno(dir: &Path, args: &[&str]) -> Output {
         .args(args)
         .current_dir(dir)
         .env_remove("DYNO_DB")
+        // `dyno ingest criterion` without DIR looks where criterion writes, as criterion does.
+        .env_remove("CRITERION_HOME")
+        .env_remove("CARGO_TARGET_DIR")
         .output()
         .expect("run dyno")
 }

@@ -335,6 +335,19 @@ fn read_benchmark(new_dir: &Path) -> Result<(BenchmarkId, ScenarioResult)> {
     Ok((id, ScenarioResult { scenario, values, histograms: Vec::new() }))
 }
 
+/// Where criterion saves its results, as criterion 0.8 decides it: `$CRITERION_HOME`, else
+/// `$CARGO_TARGET_DIR/criterion`, else `target/criterion` (criterion also asks `cargo
+/// metadata` for a target directory configured elsewhere; pass that one explicitly).
+pub fn default_dir() -> PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        PathBuf::from(home)
+    } else if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        PathBuf::from(target).join("criterion")
+    } else {
+        PathBuf::from("target/criterion")
+    }
+}
+
 /// Reads every benchmark criterion saved under `dir` (usually `target/criterion`), sorted by
 /// scenario name. Any malformed file fails the whole read, naming the file and the field, so
 /// that nothing is recorded from a half-readable directory; no benchmark at all is an error.
