@@ -30,22 +30,20 @@ pub const WORKLOAD: &str = "criterion";
 #[derive(Debug, thiserror::Error)]
 pub enum CriterionError {
     /// The directory does not exist or cannot be listed.
-    #[error("cannot read criterion directory {path}: {source}")]
+    #[error("cannot read criterion directory {path}: {error}")]
     Dir {
         /// The directory.
         path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        /// The I/O error (in the message, not a separate source, so it prints once).
+        error: std::io::Error,
     },
     /// A file cannot be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A file is not what criterion writes.
     #[error("malformed criterion file {path}: {reason}")]
@@ -150,20 +148,20 @@ fn malformed(path: &Path, reason: impl Into<String>) -> CriterionError {
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path)
-        .map_err(|source| CriterionError::Read { path: path.to_path_buf(), source })?;
+        .map_err(|error| CriterionError::Read { path: path.to_path_buf(), error })?;
     serde_json::from_str(&text).map_err(|e| malformed(path, e.to_string()))
 }
 
 /// Every `new/` directory under `dir` holding `benchmark.json` or `estimates.json`, sorted.
 /// Symbolic links are not followed (no loops).
 fn benchmark_dirs(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|source| CriterionError::Dir { path: dir.into(), source })?;
+    let entries =
+        std::fs::read_dir(dir).map_err(|error| CriterionError::Dir { path: dir.into(), error })?;
     let mut subdirs = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|source| CriterionError::Dir { path: dir.into(), source })?;
+        let entry = entry.map_err(|error| CriterionError::Dir { path: dir.into(), error })?;
         let file_type =
-            entry.file_type().map_err(|source| CriterionError::Dir { path: dir.into(), source })?;
+            entry.file_type().map_err(|error| CriterionError::Dir { path: dir.into(), error })?;
         if file_type.is_dir() {
             subdirs.push(entry.path());
         }
@@ -339,9 +337,10 @@ fn read_benchmark(new_dir: &Path) -> Result<(BenchmarkId, ScenarioResult)> {
 /// `$CARGO_TARGET_DIR/criterion`, else `target/criterion` (criterion also asks `cargo
 /// metadata` for a target directory configured elsewhere; pass that one explicitly).
 pub fn default_dir() -> PathBuf {
-    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(home) = var("CRITERION_HOME") {
         PathBuf::from(home)
-    } else if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+    } else if let Some(target) = var("CARGO_TARGET_DIR") {
         PathBuf::from(target).join("criterion")
     } else {
         PathBuf::from("target/criterion")
