@@ -3,6 +3,7 @@
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
+use crate::db_cmd::{self, AlertsArgs, CompareArgs, DbCmdArgs, IngestArgs};
 use crate::engine_cmd::{self, EngineArgs, ModelArgs, ServeArgs};
 use crate::kernels_cmd::{self, KernelsArgs};
 use crate::load_cmd::{self, LoadArgs};
@@ -33,6 +34,14 @@ pub enum Command {
     Serve(ServeArgs),
     /// Load-test a server (the built-in engine, the null server or any URL) with a workload.
     Load(Box<LoadArgs>),
+    /// Move results between databases (`export`, `import`) and list runs (`runs`).
+    Db(DbCmdArgs),
+    /// Record results measured elsewhere (`criterion`: cargo bench's saved estimates).
+    Ingest(IngestArgs),
+    /// List regression alerts, or triage one (`ack`, `fixed`, `invalid`, `improvement`, `show`).
+    Alerts(AlertsArgs),
+    /// Compare two runs measure by measure, with a Mann-Whitney test on raw samples.
+    Compare(CompareArgs),
     /// Run a suite, record it, detect regressions; exit 1 on an open confirmed regression.
     Nightly(NightlyArgs),
 }
@@ -59,6 +68,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => done(engine_cmd::run_serve(args)),
         Command::Load(args) => done(load_cmd::run_load_cmd(*args)),
         Command::Nightly(args) => nightly_cmd::run_nightly(args),
+        Command::Db(args) => done(db_cmd::run_db(args)),
+        Command::Ingest(args) => done(db_cmd::run_ingest(args)),
+        Command::Alerts(args) => done(db_cmd::run_alerts(args)),
+        Command::Compare(args) => done(db_cmd::run_compare(args)),
     }
 }
 

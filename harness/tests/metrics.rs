@@ -341,10 +341,12 @@ fn json_has_vllm_keys_and_round_trips() {
     let back: JsonReport = serde_json::from_str(&text).expect("deserialize");
     assert_eq!(back, json);
 
-    // The in-memory report round-trips too (for storage).
+    // The in-memory report round-trips too, all but its raw latency samples, which the store
+    // keeps per measure instead of in the JSON.
     let stored = serde_json::to_string(&r).expect("serialize report");
     let back: LoadReport = serde_json::from_str(&stored).expect("deserialize report");
-    assert_eq!(back, r);
+    assert!(back.samples.ttft.is_empty() && !r.samples.ttft.is_empty());
+    assert_eq!(back, LoadReport { samples: Default::default(), ..r.clone() });
 
     // Without an SLO the goodput is null; the environment defaults to null.
     let r = LoadReport::from_records(&records(), &Slo::default(), &SummaryOptions::default());

@@ -605,6 +605,9 @@ async fn alerts_and_triage(ctx: Ctx) {
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].info, info);
     assert!(store.alerts(Some(AlertState::Provisional)).await.expect("alerts").is_empty());
+    assert_eq!(store.alert(id).await.expect("one alert"), all[0]);
+    let err = store.alert(id + 100).await.expect_err("unknown alert");
+    assert!(matches!(err, StoreError::UnknownAlert(x) if x == id + 100), "{err}");
 
     let group = store.group_alerts(&[id], "c1", "c2").await.expect("group");
     assert_eq!(store.alerts(None).await.expect("alerts")[0].group, Some(group));

@@ -682,6 +682,14 @@ macro_rules! backend {
                 rows.into_iter().map(AlertRow::into_alert).collect()
             }
 
+            pub(crate) async fn alert(pool: &Pool, id: i64) -> Result<Alert> {
+                let mut q: QueryBuilder<Db> = QueryBuilder::new(ALERT_SELECT);
+                q.push(" WHERE a.id = ");
+                q.push_bind(id);
+                let row: Option<AlertRow> = q.build_query_as().fetch_optional(pool).await?;
+                row.ok_or(StoreError::UnknownAlert(id))?.into_alert()
+            }
+
             /// A group over the commit range `first..=last` holding `alerts`; returns its id.
             pub(crate) async fn group_alerts(pool: &Pool, alerts: &[i64], first: &str, last: &str) -> Result<i64> {
                 let mut tx = pool.begin_with(BEGIN).await?;

@@ -251,6 +251,11 @@ impl Store {
         dispatch!(self, alerts(state))
     }
 
+    /// One alert by id ([`StoreError::UnknownAlert`] when there is none).
+    pub async fn alert(&self, id: i64) -> Result<Alert> {
+        dispatch!(self, alert(id))
+    }
+
     /// Group alerts (typically one regression seen in several series) under the commit range
     /// `first..=last`, in one transaction; returns the group id.
     pub async fn group_alerts(&self, alerts: &[i64], first: &str, last: &str) -> Result<i64> {
