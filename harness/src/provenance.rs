@@ -37,7 +37,7 @@ pub struct GitOverrides {
 pub enum ProvenanceError {
     /// Not in a git working tree (or git is missing) and no `--commit` was given.
     #[error(
-        "cannot tell which commit is measured: {reason}; run inside a git working tree or pass --commit SHA (and --branch NAME)"
+        "cannot tell which commit is measured: {reason}; run inside a git working tree, pass --commit SHA (and --branch NAME), or --no-db to record nothing"
     )]
     NoCommit {
         /// What git said.
