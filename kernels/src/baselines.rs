@@ -2,6 +2,11 @@
 //!
 //! Both compute `c = a·b` for contiguous row-major `a` (m×k), `b` (k×n), `c` (m×n).
 //!
+//! The `gemm` crate is used through its f32 half, `gemm-f32` (with `gemm-common`): the `gemm`
+//! facade only picks the element type's kernel at run time, and depending on it would build
+//! its f16, f64, c32 and c64 kernels (minutes of every clean build) that no baseline uses.
+//! [`gemm_crate_f32`] does what the facade does for f32 before calling that kernel.
+//!
 //! Threads: the `gemm` crate takes a thread count per call (`Parallelism::Rayon(n)`, run here on
 //! a pool of exactly `n` workers). `matrixmultiply` decides once per process: the
 //! `MATMUL_NUM_THREADS` environment variable if set, else the number of *physical* cores, capped
@@ -28,7 +33,7 @@ fn check(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &[f32]) -> Resul
     Ok(())
 }
 
-/// `c = a·b` through the `gemm` crate (0.19) with `threads` rayon workers.
+/// `c = a·b` through the `gemm` crate (0.19, its f32 kernel) with `threads` rayon workers.
 pub fn gemm_crate_f32(
     m: usize,
     n: usize,
@@ -40,27 +45,45 @@ pub fn gemm_crate_f32(
 ) -> Result<(), KernelError> {
     check(m, n, k, a, b, c)?;
     let threads = threads.max(1);
-    let parallelism =
-        if threads == 1 { gemm::Parallelism::None } else { gemm::Parallelism::Rayon(threads) };
+    let parallelism = if threads == 1 {
+        gemm_common::Parallelism::None
+    } else {
+        gemm_common::Parallelism::Rayon(threads)
+    };
+    // Row-major strides (column stride 1, row stride = columns) of dst, lhs and rhs.
+    let (dst_cs, dst_rs) = (1, n as isize);
+    let (lhs_cs, lhs_rs) = (1, k as isize);
+    let (rhs_cs, rhs_rs) = (1, n as isize);
+    // As `gemm::gemm` does: its kernels prefer a column-major destination, so a row-major
+    // product is computed as its transpose, `cᵀ = bᵀ·aᵀ` (the same memory, strides swapped).
+    // Strides here are positive, so its normalization of negative strides has nothing to do.
+    let transpose = dst_cs < dst_rs;
+    let (rows, cols, dst_cs, dst_rs, lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs) = if transpose {
+        (n, m, dst_rs, dst_cs, b, rhs_rs, rhs_cs, a, lhs_rs, lhs_cs)
+    } else {
+        (m, n, dst_cs, dst_rs, a, lhs_cs, lhs_rs, b, rhs_cs, rhs_rs)
+    };
+    let kernel = gemm_f32::gemm::f32::get_gemm_fn();
     crate::threads::run(threads, || {
-        // SAFETY: the lengths were checked above; strides describe contiguous row-major
-        // matrices (column stride 1, row stride = columns), so every addressed element lies in
-        // its slice, and `c` does not alias `a` or `b` (it is a distinct `&mut`).
+        // SAFETY: the lengths were checked above and the strides describe the contiguous
+        // row-major matrices (or their transposes, which address the same elements), so every
+        // addressed element lies in its slice; `c` does not alias `a` or `b` (it is a distinct
+        // `&mut`). `read_dst` is false and alpha 0: dst is only written, `c = 1·a·b`.
         unsafe {
-            gemm::gemm(
-                m,
-                n,
+            kernel(
+                rows,
+                cols,
                 k,
                 c.as_mut_ptr(),
-                1,
-                n as isize,
+                dst_cs,
+                dst_rs,
                 false,
-                a.as_ptr(),
-                1,
-                k as isize,
-                b.as_ptr(),
-                1,
-                n as isize,
+                lhs.as_ptr(),
+                lhs_cs,
+                lhs_rs,
+                rhs.as_ptr(),
+                rhs_cs,
+                rhs_rs,
                 0.0f32,
                 1.0f32,
                 false,

@@ -3,6 +3,7 @@
 //! SQLite and PostgreSQL without `AnyPool`.
 
 use super::error::{Result, StoreError};
+use super::row::from_row;
 use super::types::*;
 
 /// Current time, unix milliseconds.
@@ -32,20 +33,21 @@ fn check_finite(field: String, x: f64) -> Result<()> {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct RunRow {
-    id: i64,
-    sha: String,
-    committed_at: Option<i64>,
-    ordinal: i64,
-    branch: String,
-    trigger_kind: String,
-    status: String,
-    idempotency_key: String,
-    environment: String,
-    spec: String,
-    started_at: i64,
-    finished_at: Option<i64>,
+from_row! {
+    struct RunRow {
+        id: i64,
+        sha: String,
+        committed_at: Option<i64>,
+        ordinal: i64,
+        branch: String,
+        trigger_kind: String,
+        status: String,
+        idempotency_key: String,
+        environment: String,
+        spec: String,
+        started_at: i64,
+        finished_at: Option<i64>,
+    }
 }
 
 impl RunRow {
@@ -73,58 +75,63 @@ const RUN_SELECT: &str = "SELECT r.id, c.sha, c.committed_at, c.ordinal, r.branc
      r.status, r.idempotency_key, r.environment, t.spec, r.started_at, r.finished_at \
      FROM runs r JOIN commits c ON c.id = r.commit_id JOIN testbeds t ON t.id = r.testbed_id";
 
-#[derive(sqlx::FromRow)]
-struct ScenarioRow {
-    id: i64,
-    name: String,
-    model: String,
-    workload: String,
-    config_hash: String,
-    config: String,
+from_row! {
+    struct ScenarioRow {
+        id: i64,
+        name: String,
+        model: String,
+        workload: String,
+        config_hash: String,
+        config: String,
+    }
 }
 
-#[derive(sqlx::FromRow)]
-struct ValueRow {
-    scenario_id: i64,
-    name: String,
-    unit: String,
-    family: String,
-    lower_is_better: bool,
-    value: f64,
-    lower_bound: Option<f64>,
-    upper_bound: Option<f64>,
-    n: i64,
-    data: Option<Vec<u8>>,
+from_row! {
+    struct ValueRow {
+        scenario_id: i64,
+        name: String,
+        unit: String,
+        family: String,
+        lower_is_better: bool,
+        value: f64,
+        lower_bound: Option<f64>,
+        upper_bound: Option<f64>,
+        n: i64,
+        data: Option<Vec<u8>>,
+    }
 }
 
-#[derive(sqlx::FromRow)]
-struct HistogramRow {
-    scenario_id: i64,
-    name: String,
-    data: Vec<u8>,
+from_row! {
+    struct HistogramRow {
+        scenario_id: i64,
+        name: String,
+        data: Vec<u8>,
+    }
 }
 
-#[derive(sqlx::FromRow)]
-struct MeasureRow {
-    id: i64,
-    unit: String,
-    family: String,
-    lower_is_better: bool,
+from_row! {
+    struct MeasureRow {
+        id: i64,
+        unit: String,
+        family: String,
+        lower_is_better: bool,
+    }
 }
 
-#[derive(sqlx::FromRow)]
-struct TrialRow {
-    id: i64,
-    study_id: i64,
-    number: i64,
-    config: String,
-    predicted: Option<String>,
-    measured: Option<String>,
-    status: String,
-    error: Option<String>,
-    run_id: Option<i64>,
-    started_at: i64,
-    finished_at: Option<i64>,
+from_row! {
+    struct TrialRow {
+        id: i64,
+        study_id: i64,
+        number: i64,
+        config: String,
+        predicted: Option<String>,
+        measured: Option<String>,
+        status: String,
+        error: Option<String>,
+        run_id: Option<i64>,
+        started_at: i64,
+        finished_at: Option<i64>,
+    }
 }
 
 impl TrialRow {
@@ -149,27 +156,28 @@ impl TrialRow {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct AlertRow {
-    id: i64,
-    group_id: Option<i64>,
-    scenario: String,
-    config_hash: String,
-    measure: String,
-    unit: String,
-    family: String,
-    lower_is_better: bool,
-    testbed: String,
-    branch: String,
-    sha: String,
-    state: String,
-    direction: String,
-    before_value: f64,
-    after_value: f64,
-    change_pct: f64,
-    p_value: Option<f64>,
-    created_at: i64,
-    updated_at: i64,
+from_row! {
+    struct AlertRow {
+        id: i64,
+        group_id: Option<i64>,
+        scenario: String,
+        config_hash: String,
+        measure: String,
+        unit: String,
+        family: String,
+        lower_is_better: bool,
+        testbed: String,
+        branch: String,
+        sha: String,
+        state: String,
+        direction: String,
+        before_value: f64,
+        after_value: f64,
+        change_pct: f64,
+        p_value: Option<f64>,
+        created_at: i64,
+        updated_at: i64,
+    }
 }
 
 impl AlertRow {

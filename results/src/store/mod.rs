@@ -3,21 +3,23 @@
 //!
 //! One schema history lives in two directories, `migrations/sqlite` and `migrations/postgres`,
 //! which differ only where the dialects do (id columns, BLOB vs BYTEA); a test keeps their
-//! files, tables and columns in step. Raw samples are stored as a blob of little-endian f64.
+//! files, tables and columns in step. The files are compiled in and applied by sqlx's migrator
+//! (see `migrations.rs`). Raw samples are stored as a blob of little-endian f64.
 //! Only finished runs (completed, or partial: some scenarios failed, each recorded one whole)
 //! contribute points to a series, so a run killed midway (left `running`, later marked
 //! `failed`) never shows half its results.
 
 mod backend;
 mod error;
+mod migrations;
 mod record;
+mod row;
 mod types;
 
 use std::io::{BufRead, Write};
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{ConnectOptions, Connection};
@@ -31,9 +33,6 @@ pub use types::{
 
 /// The SQLite file used when no URL is given.
 pub const DEFAULT_SQLITE_FILE: &str = "dyno.sqlite";
-
-static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
-static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
 /// An open, migrated results database.
 #[derive(Debug, Clone)]
@@ -81,7 +80,7 @@ impl Store {
                 .connect_with(options)
                 .await
                 .map_err(|e| connect_err(&e))?;
-            POSTGRES_MIGRATOR.run(&pool).await.map_err(migrate_err)?;
+            migrations::POSTGRES.run(&pool).await.map_err(migrate_err)?;
             return Ok(Store::Postgres(pool));
         }
         let path = if let Some(p) = url.strip_prefix("sqlite://") {
@@ -105,7 +104,7 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|e| connect_err(&e))?;
-        SQLITE_MIGRATOR.run(&pool).await.map_err(migrate_err)?;
+        migrations::SQLITE.run(&pool).await.map_err(migrate_err)?;
         Ok(Store::Sqlite(pool))
     }
 

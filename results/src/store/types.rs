@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::row::from_row;
+
 /// Status of a run. `Completed` and `Partial` runs contribute points to series (each scenario
 /// result is written whole); `Running` and `Failed` ones never do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,29 +176,31 @@ pub struct SeriesFilter {
     pub config_hash: Option<String>,
 }
 
-/// One point of a series.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
-pub struct Point {
-    /// The run.
-    pub run_id: i64,
-    /// Commit hash.
-    pub sha: String,
-    /// Commit position (the series' order).
-    pub ordinal: i64,
-    /// Branch of the run.
-    pub branch: String,
-    /// Testbed hash.
-    pub testbed: String,
-    /// Value.
-    pub value: f64,
-    /// Lower bound.
-    pub lower_bound: Option<f64>,
-    /// Upper bound.
-    pub upper_bound: Option<f64>,
-    /// Observations.
-    pub n: i64,
-    /// Run start, unix ms.
-    pub started_at: i64,
+from_row! {
+    /// One point of a series.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Point {
+        /// The run.
+        pub run_id: i64,
+        /// Commit hash.
+        pub sha: String,
+        /// Commit position (the series' order).
+        pub ordinal: i64,
+        /// Branch of the run.
+        pub branch: String,
+        /// Testbed hash.
+        pub testbed: String,
+        /// Value.
+        pub value: f64,
+        /// Lower bound.
+        pub lower_bound: Option<f64>,
+        /// Upper bound.
+        pub upper_bound: Option<f64>,
+        /// Observations.
+        pub n: i64,
+        /// Run start, unix ms.
+        pub started_at: i64,
+    }
 }
 
 /// A run as listed by `runs`.
@@ -434,25 +438,27 @@ pub struct Trial {
     pub finished_at: Option<i64>,
 }
 
-/// A series a run contributed to, with its measure's metadata (what detection needs).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
-pub struct SeriesKey {
-    /// Scenario name.
-    pub scenario: String,
-    /// Engine config hash of the scenario.
-    pub config_hash: String,
-    /// Measure name.
-    pub measure: String,
-    /// Measure unit.
-    pub unit: String,
-    /// Measure family.
-    pub family: String,
-    /// True when smaller is better.
-    pub lower_is_better: bool,
-    /// Testbed hash.
-    pub testbed: String,
-    /// Branch.
-    pub branch: String,
+from_row! {
+    /// A series a run contributed to, with its measure's metadata (what detection needs).
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct SeriesKey {
+        /// Scenario name.
+        pub scenario: String,
+        /// Engine config hash of the scenario.
+        pub config_hash: String,
+        /// Measure name.
+        pub measure: String,
+        /// Measure unit.
+        pub unit: String,
+        /// Measure family.
+        pub family: String,
+        /// True when smaller is better.
+        pub lower_is_better: bool,
+        /// Testbed hash.
+        pub testbed: String,
+        /// Branch.
+        pub branch: String,
+    }
 }
 
 impl SeriesKey {
@@ -537,34 +543,38 @@ pub struct Alert {
     pub updated_at: i64,
 }
 
-/// One triage step on an alert (`acknowledged`, `fixed`, `invalid`, `improvement`, ...).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
-pub struct TriageEvent {
-    /// Event id.
-    pub id: i64,
-    /// The alert.
-    pub alert_id: i64,
-    /// The action.
-    pub action: String,
-    /// Free text.
-    pub note: String,
-    /// Who, if known.
-    pub author: Option<String>,
-    /// When, unix ms.
-    pub created_at: i64,
+from_row! {
+    /// One triage step on an alert (`acknowledged`, `fixed`, `invalid`, `improvement`, ...).
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct TriageEvent {
+        /// Event id.
+        pub id: i64,
+        /// The alert.
+        pub alert_id: i64,
+        /// The action.
+        pub action: String,
+        /// Free text.
+        pub note: String,
+        /// Who, if known.
+        pub author: Option<String>,
+        /// When, unix ms.
+        pub created_at: i64,
+    }
 }
 
-/// A note attached to a commit and/or a run (e.g. "driver upgraded", "noisy neighbour").
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
-pub struct Annotation {
-    /// Annotation id.
-    pub id: i64,
-    /// The commit, if any.
-    pub sha: Option<String>,
-    /// The run, if any.
-    pub run_id: Option<i64>,
-    /// The note.
-    pub text: String,
-    /// When, unix ms.
-    pub created_at: i64,
+from_row! {
+    /// A note attached to a commit and/or a run (e.g. "driver upgraded", "noisy neighbour").
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Annotation {
+        /// Annotation id.
+        pub id: i64,
+        /// The commit, if any.
+        pub sha: Option<String>,
+        /// The run, if any.
+        pub run_id: Option<i64>,
+        /// The note.
+        pub text: String,
+        /// When, unix ms.
+        pub created_at: i64,
+    }
 }
