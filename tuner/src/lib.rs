@@ -1,3 +1,3 @@
 //! Search space, strategies, hardware profiles, simulator and config emitter.
-//!
-//! Not built yet: see ARCHITECTURE.md for what lands here and in which issue.
+
+pub mod strategy;
