@@ -1,0 +1,169 @@
+//! Constraints: what rules a candidate out before anything runs, each with a reason a study
+//! records.
+//!
+//! - memory fit: weights + KV pool + activations ≤ the memory budget;
+//! - divisibility: the engine's own model checks (heads and KV heads by tp, experts by ep,
+//!   layers by pp, a KV pool that holds one full-length sequence);
+//! - cores: ranks × replicas × threads ≤ the cores the engine may use;
+//! - without chunked prefill, the token budget of a step must hold the workload's longest
+//!   prompt (otherwise such a prompt could never be scheduled).
+//!
+//! The quality bound (KL against f32) is the fifth, checked by the study from its cached
+//! measurement per weight format.
+
+use dyno_engine::config::{BatchPolicy, EngineConfig};
+use dyno_engine::ModelConfig;
+use serde::{Deserialize, Serialize};
+
+/// What the hardware gives a candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Bytes of memory the engine may use.
+    pub memory_bytes: u64,
+    /// Cores the engine may use (ranks × replicas × threads).
+    pub cores: usize,
+    /// The workload's longest prompt, tokens.
+    pub max_prompt_tokens: usize,
+}
+
+/// The memory a config needs for a model, by part.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MemoryEstimate {
+    /// Weights: one copy per replica, except that single-rank replicas share theirs.
+    pub weights: u64,
+    /// KV pools of every replica.
+    pub kv: u64,
+    /// Activations and logits of the largest step, per rank, over every rank.
+    pub activations: u64,
+}
+
+impl MemoryEstimate {
+    /// Sum of the parts.
+    pub fn total(&self) -> u64 {
+        self.weights + self.kv + self.activations
+    }
+}
+
+/// Estimates what `config` needs to serve `model`.
+pub fn memory(model: &ModelConfig, config: &EngineConfig) -> MemoryEstimate {
+    let p = &config.parallel;
+    let per_copy = model.weight_bytes(config.weight_format());
+    let copies = if p.ranks_per_replica() == 1 { 1 } else { p.dp as u64 };
+    let kv_per_replica = config.kv_blocks(model) as u64 * config.kv_block_bytes(model);
+    let (tokens, seqs) = match config.batch {
+        BatchPolicy::Static { batch_size } => (batch_size * model.max_context, batch_size),
+        BatchPolicy::Dynamic { max_batch, .. } => (max_batch * model.max_context, max_batch),
+        BatchPolicy::Continuous { max_num_batched_tokens, max_num_seqs, .. } => {
+            (max_num_batched_tokens, max_num_seqs)
+        }
+    };
+    // Per token: residual, normed input, q/k/v, attention output, router logits and the
+    // expert hidden (gate and up) for each of top_k experts — f32 — and one logits row per
+    // sequence that samples.
+    let per_token = 4
+        * (3 * model.hidden
+            + model.q_dim()
+            + 2 * model.kv_dim()
+            + model.experts
+            + 2 * model.top_k * model.expert_width) as u64;
+    let activations = (tokens as u64 * per_token + seqs as u64 * model.vocab as u64 * 4)
+        * (p.ranks_per_replica() * p.dp) as u64;
+    MemoryEstimate { weights: per_copy * copies, kv: kv_per_replica * p.dp as u64, activations }
+}
+
+/// Why a config cannot run here, or `Ok` if it can.
+pub fn check(model: &ModelConfig, config: &EngineConfig, limits: &Limits) -> Result<(), String> {
+    config.validate_for(model, "candidate").map_err(|e| format!("{}: {}", e.field, e.reason))?;
+    let p = &config.parallel;
+    let cores = p.ranks_per_replica() * p.dp * config.threads;
+    if cores > limits.cores {
+        return Err(format!(
+            "cores: tp·ep·pp·dp·threads = {}·{}·{}·{}·{} = {cores} > {} cores",
+            p.tp, p.ep, p.pp, p.dp, config.threads, limits.cores
+        ));
+    }
+    if let BatchPolicy::Continuous { max_num_batched_tokens, prefill_chunk: 0, .. } = config.batch
+        && max_num_batched_tokens < limits.max_prompt_tokens
+    {
+        return Err(format!(
+            "prefill: without chunked prefill, max_num_batched_tokens = {max_num_batched_tokens} cannot hold the workload's longest prompt ({} tokens)",
+            limits.max_prompt_tokens
+        ));
+    }
+    let need = memory(model, config);
+    if need.total() > limits.memory_bytes {
+        let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
+        return Err(format!(
+            "memory: weights {:.2} + KV {:.2} + activations {:.2} = {:.2} GiB > budget {:.2} GiB",
+            gib(need.weights),
+            gib(need.kv),
+            gib(need.activations),
+            gib(need.total()),
+            gib(limits.memory_bytes)
+        ));
+    }
+    Ok(())
+}
+
+/// The leading word of a reason (`cores`, `memory`, `parallel.tp`, …): what study summaries
+/// group pruned points by.
+pub fn reason_kind(reason: &str) -> &str {
+    reason.split(':').next().unwrap_or(reason).trim()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits { memory_bytes: 8 << 30, cores: 2, max_prompt_tokens: 2048 }
+    }
+
+    #[test]
+    fn each_constraint_prunes_with_its_reason() {
+        let mini = ModelConfig::preset("mixtral-mini").expect("mini");
+        let ok = EngineConfig { threads: 2, ..EngineConfig::default() };
+        assert_eq!(check(&mini, &ok, &limits()), Ok(()));
+
+        let mut too_many = ok.clone();
+        too_many.parallel.dp = 2;
+        let e = check(&mini, &too_many, &limits()).unwrap_err();
+        assert_eq!(reason_kind(&e), "cores", "{e}");
+
+        let mut tp3 = ok.clone();
+        tp3.threads = 1;
+        tp3.parallel.tp = 3;
+        let e = check(&mini, &tp3, &Limits { cores: 8, ..limits() }).unwrap_err();
+        assert!(e.contains("parallel.tp") && e.contains("kv_heads"), "{e}");
+
+        let small = Limits { memory_bytes: 1 << 30, ..limits() };
+        let e = check(&mini, &ok, &small).unwrap_err();
+        assert_eq!(reason_kind(&e), "memory", "{e}");
+        let mut int4 = ok.clone();
+        int4.set_weight_format(dyno_engine::WeightFormat::Int4 { group: 32 });
+        assert_eq!(check(&mini, &int4, &small), Ok(()), "int4 mini fits in 1 GiB");
+
+        let mut unchunked = ok.clone();
+        unchunked.batch = BatchPolicy::Continuous {
+            max_num_seqs: 8,
+            max_num_batched_tokens: 512,
+            prefill_chunk: 0,
+            priority: Default::default(),
+        };
+        let e = check(&mini, &unchunked, &limits()).unwrap_err();
+        assert_eq!(reason_kind(&e), "prefill", "{e}");
+    }
+
+    #[test]
+    fn replicas_of_one_rank_share_weights() {
+        let mini = ModelConfig::preset("mixtral-mini").expect("mini");
+        let mut c = EngineConfig { threads: 1, ..EngineConfig::default() };
+        let one = memory(&mini, &c);
+        c.parallel.dp = 2;
+        let two = memory(&mini, &c);
+        assert_eq!(one.weights, two.weights);
+        assert_eq!(two.kv, 2 * one.kv);
+        c.parallel.tp = 2;
+        assert_eq!(memory(&mini, &c).weights, 2 * one.weights);
+    }
+}
