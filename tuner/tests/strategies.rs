@@ -417,3 +417,73 @@ fn tpe_startup_is_capped_by_the_budget() {
     assert_eq!(tpe.startup_trials(20), 5);
     assert_eq!(tpe.startup_trials(2), 1);
 }
+
+/// A harder space for TPE: 5760 points whose knobs interact (a ridge along tile_m − tile_n = 2,
+/// a categorical bonus that depends on threads).
+fn interacting_space() -> Space {
+    let dim = |name: &str, size, ordered| Dim { name: name.to_owned(), size, ordered };
+    Space {
+        dims: vec![
+            dim("tile_m", 10, true),
+            dim("tile_n", 8, true),
+            dim("threads", 6, true),
+            dim("policy", 4, false),
+            dim("queue", 3, true),
+        ],
+    }
+}
+
+fn interacting_feasible(p: &[usize]) -> bool {
+    p[0] + p[1] <= 14 && !(p[3] == 3 && p[2] < 2)
+}
+
+/// Maximum 114.5; fails where tile_m ≥ 8 and threads = 5.
+fn interacting_objective(p: &[usize]) -> Outcome {
+    if p[0] >= 8 && p[2] == 5 {
+        return Outcome::Failed;
+    }
+    let [a, b, c, q] = [p[0], p[1], p[2], p[4]].map(|x| x as f64);
+    let bonus = match p[3] {
+        0 => 0.0,
+        1 => 10.0 + 2.0 * c,
+        2 => 20.0 - 3.0 * c,
+        _ => 5.0,
+    };
+    Outcome::Value(
+        100.0
+            - 2.0 * (a - b - 2.0).powi(2)
+            - 1.5 * (a + b - 11.0).powi(2)
+            - 2.0 * (c - 3.0).powi(2)
+            - 3.0 * (q - 1.0).powi(2)
+            + bonus,
+    )
+}
+
+#[test]
+fn tpe_reaches_95_percent_on_interacting_knobs_within_60_trials_for_seeds_0_to_4() {
+    let space = interacting_space();
+    let optimum = enumerate_feasible(&context(&space, &interacting_feasible, 0, 0))
+        .iter()
+        .filter_map(|p| match interacting_objective(p) {
+            Outcome::Value(v) => Some(v),
+            _ => None,
+        })
+        .fold(f64::NEG_INFINITY, f64::max);
+    assert_eq!(optimum, 114.5);
+    let budget = 60;
+    let tpe = Tpe::default();
+    for seed in 0..5 {
+        let ctx = context(&space, &interacting_feasible, budget, seed);
+        let mut history = Vec::new();
+        while history.len() < budget {
+            let Proposal::Run { point, fidelity } = tpe.propose(&ctx, &history) else {
+                panic!("seed {seed}: tpe stopped early");
+            };
+            let outcome = interacting_objective(&point);
+            history.push(Observation { point, fidelity, outcome });
+        }
+        let (best, reached) = best_full(&history, 0.95 * optimum);
+        eprintln!("tpe interacting seed {seed}: 95 % after {reached:?} of {budget} trials");
+        assert!(best >= 0.95 * optimum, "seed {seed}: best {best}");
+    }
+}

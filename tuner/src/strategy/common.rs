@@ -196,6 +196,9 @@ pub(crate) fn nearest_unvisited(
     fidelity: f64,
     rng: &mut Xoshiro256PlusPlus,
 ) -> Option<Point> {
+    if space_size(ctx.space) == 0 {
+        return None;
+    }
     if is_candidate(ctx, visited, target, fidelity) {
         return Some(target.to_vec());
     }

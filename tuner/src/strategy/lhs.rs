@@ -24,7 +24,9 @@ use super::{Context, Observation, Outcome, Point, Proposal, Space, Strategy, spa
 /// point's is, a random feasible untried point. Failed trials are never climbed from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Lhs {
-    /// Design size; `None`: `clamp(budget / 3, dims + 1, budget)` (at least one point).
+    /// Design size; `None`: a third of the budget, at most 10 per dimension (the usual
+    /// initial design of model-based search; more only delays the local search), at least
+    /// dims + 1, at most the budget (and at least one point).
     pub n_init: Option<usize>,
 }
 
@@ -32,8 +34,9 @@ impl Lhs {
     /// The design size for `ctx`, at most the size of the space.
     pub fn design_size(&self, ctx: &Context<'_>) -> usize {
         let dims = ctx.space.dims.len();
-        let size =
-            self.n_init.unwrap_or_else(|| (ctx.budget / 3).max(dims + 1).min(ctx.budget).max(1));
+        let size = self.n_init.unwrap_or_else(|| {
+            (ctx.budget / 3).min(10 * dims).max(dims + 1).min(ctx.budget).max(1)
+        });
         usize::try_from(space_size(ctx.space)).map_or(size, |points| size.min(points))
     }
 }

@@ -165,7 +165,10 @@ impl fmt::Display for StrategyKind {
 /// A strategy name that is none of [`StrategyKind`]'s; the message lists the valid names.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown strategy `{0}` (expected one of: grid, random, lhs, tpe, halving)")]
-pub struct UnknownStrategy(pub String);
+pub struct UnknownStrategy(
+    /// The name as given.
+    pub String,
+);
 
 impl FromStr for StrategyKind {
     type Err = UnknownStrategy;

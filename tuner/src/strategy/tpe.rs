@@ -10,8 +10,9 @@
 //! feasible untried one) and takes the per-dimension density estimators from the `tpe` crate:
 //! its Parzen estimator (Gaussians on the observed indices, a prior Gaussian over the whole
 //! range, neighbour-distance bandwidths clipped to [range/min(100, n + 1), range]) for ordered
-//! dimensions, and its histogram estimator (counts plus one prior count per choice) for
-//! categorical ones.
+//! dimensions, its densities at the integer indices standing in for discretized masses (the
+//! bandwidth is rarely under an index), and its histogram estimator (counts plus one prior
+//! count per choice) for categorical ones.
 
 use std::convert::Infallible;
 
