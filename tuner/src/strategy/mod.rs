@@ -9,8 +9,29 @@
 //!
 //! Every strategy maximizes. Failed trials count as the worst outcome; pending trials are
 //! never proposed again.
+//!
+//! The strategies: [`Grid`] (every feasible point in order), [`Random`] (uniform over the
+//! feasible unvisited points), [`Lhs`] (a Latin hypercube design, then local search from the
+//! best point), [`Tpe`] (Tree-structured Parzen Estimator) and [`Halving`] (successive halving
+//! across fidelities). [`build`] makes one of them, with its defaults, from a [`StrategyKind`].
+
+use std::fmt;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+mod common;
+mod grid;
+mod halving;
+mod lhs;
+mod random;
+mod tpe;
+
+pub use grid::Grid;
+pub use halving::{Halving, Rung};
+pub use lhs::Lhs;
+pub use random::Random;
+pub use tpe::Tpe;
 
 /// One dimension of the space: `size` choices, indexed `0..size`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,4 +116,90 @@ pub trait Strategy: Send + Sync {
     /// The next trial given `history` (every trial so far, in trial-number order). A pure
     /// function of (`self`, `ctx`, `history`).
     fn propose(&self, ctx: &Context<'_>, history: &[Observation]) -> Proposal;
+}
+
+/// Which strategy a study uses, as the command line and the store spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StrategyKind {
+    /// [`Grid`]: every feasible point in lexicographic order.
+    Grid,
+    /// [`Random`]: uniform over the feasible unvisited points.
+    Random,
+    /// [`Lhs`]: a Latin hypercube design, then local search.
+    Lhs,
+    /// [`Tpe`]: Tree-structured Parzen Estimator.
+    Tpe,
+    /// [`Halving`]: successive halving across fidelities.
+    Halving,
+}
+
+impl StrategyKind {
+    /// Every kind, in the order the documentation lists them.
+    pub const ALL: [StrategyKind; 5] = [
+        StrategyKind::Grid,
+        StrategyKind::Random,
+        StrategyKind::Lhs,
+        StrategyKind::Tpe,
+        StrategyKind::Halving,
+    ];
+
+    /// The name as the command line spells it (the same as [`Strategy::name`]).
+    pub fn name(self) -> &'static str {
+        match self {
+            StrategyKind::Grid => "grid",
+            StrategyKind::Random => "random",
+            StrategyKind::Lhs => "lhs",
+            StrategyKind::Tpe => "tpe",
+            StrategyKind::Halving => "halving",
+        }
+    }
+}
+
+impl fmt::Display for StrategyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A strategy name that is none of [`StrategyKind`]'s; the message lists the valid names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown strategy `{0}` (expected one of: grid, random, lhs, tpe, halving)")]
+pub struct UnknownStrategy(
+    /// The name as given.
+    pub String,
+);
+
+impl FromStr for StrategyKind {
+    type Err = UnknownStrategy;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        StrategyKind::ALL
+            .into_iter()
+            .find(|kind| kind.name() == name)
+            .ok_or_else(|| UnknownStrategy(name.to_owned()))
+    }
+}
+
+/// The strategy of `kind` with its default settings.
+pub fn build(kind: StrategyKind) -> Box<dyn Strategy> {
+    match kind {
+        StrategyKind::Grid => Box::new(Grid),
+        StrategyKind::Random => Box::new(Random),
+        StrategyKind::Lhs => Box::new(Lhs::default()),
+        StrategyKind::Tpe => Box::new(Tpe::default()),
+        StrategyKind::Halving => Box::new(Halving::default()),
+    }
+}
+
+/// The number of points of `space` (feasible or not), saturating at `u128::MAX`; 0 when a
+/// dimension has no choice.
+pub fn space_size(space: &Space) -> u128 {
+    space.dims.iter().fold(1u128, |size, dim| size.saturating_mul(dim.size as u128))
+}
+
+/// Every feasible point of `ctx.space` in lexicographic order (last dimension fastest). It
+/// walks the whole space: meant for spaces small enough to list (tests, reports, grid search).
+pub fn enumerate_feasible(ctx: &Context<'_>) -> Vec<Point> {
+    common::Points::new(ctx.space).filter(|point| (ctx.feasible)(point)).collect()
 }
