@@ -27,12 +27,20 @@ struct Step {
 /// Every migration, oldest first. A new one is a `NNNN_name.sql` file in both
 /// `migrations/sqlite` and `migrations/postgres` plus one entry here; a test fails until the
 /// list and the directories agree.
-const STEPS: &[Step] = &[Step {
-    version: 1,
-    description: "init",
-    sqlite: include_str!("../../migrations/sqlite/0001_init.sql"),
-    postgres: include_str!("../../migrations/postgres/0001_init.sql"),
-}];
+const STEPS: &[Step] = &[
+    Step {
+        version: 1,
+        description: "init",
+        sqlite: include_str!("../../migrations/sqlite/0001_init.sql"),
+        postgres: include_str!("../../migrations/postgres/0001_init.sql"),
+    },
+    Step {
+        version: 2,
+        description: "shared studies",
+        sqlite: include_str!("../../migrations/sqlite/0002_shared_studies.sql"),
+        postgres: include_str!("../../migrations/postgres/0002_shared_studies.sql"),
+    },
+];
 
 /// The migrator for SQLite databases.
 pub(crate) static SQLITE: LazyLock<Migrator> = LazyLock::new(|| migrator(|s| s.sqlite));
