@@ -8,6 +8,12 @@
 //! Only finished runs (completed, or partial: some scenarios failed, each recorded one whole)
 //! contribute points to a series, so a run killed midway (left `running`, later marked
 //! `failed`) never shows half its results.
+//!
+//! Tuning studies are shared through the database, Optuna-style: workers `open_study` by name
+//! (get-or-create, the name is unique), queue trials (`enqueue_trial`, `pending`, unique per
+//! study by the tuner's trial key) and `claim_trial` them one at a time (PostgreSQL: row locks
+//! with SKIP LOCKED; SQLite: one writer at a time). Only a `running` trial can be finished,
+//! and a resumed study puts the trials of its dead workers back with `requeue_trials`.
 
 mod backend;
 mod error;
