@@ -439,7 +439,13 @@ fn schema_of(dir: &str) -> Vec<(String, Tables)> {
             let mut tables = Vec::new();
             let mut current: Option<(String, BTreeSet<String>)> = None;
             for line in text.lines().map(str::trim) {
-                if let Some(rest) = line.strip_prefix("CREATE TABLE ") {
+                if let Some(rest) = line.strip_prefix("ALTER TABLE ") {
+                    // `ALTER TABLE t ADD COLUMN c ...`: an entry for `t` with the new column.
+                    let words: Vec<&str> = rest.split_whitespace().collect();
+                    if let [table, "ADD", "COLUMN", column, ..] = words.as_slice() {
+                        tables.push((table.to_string(), BTreeSet::from([column.to_string()])));
+                    }
+                } else if let Some(rest) = line.strip_prefix("CREATE TABLE ") {
                     let name = rest.trim_end_matches(" (").to_string();
                     current = Some((name, BTreeSet::new()));
                 } else if line.starts_with(");") {
@@ -482,6 +488,20 @@ fn migration_dialects_in_step() {
     ] {
         assert!(tables.contains(&t), "missing table {t}");
     }
+    let added: Vec<(&str, &str)> = sqlite[1]
+        .1
+        .iter()
+        .flat_map(|(t, cols)| cols.iter().map(move |c| (t.as_str(), c.as_str())))
+        .collect();
+    assert_eq!(
+        added,
+        [
+            ("studies", "settings"),
+            ("trials", "trial_key"),
+            ("trials", "params"),
+            ("trials", "worker")
+        ]
+    );
 }
 
 #[test]
@@ -553,10 +573,306 @@ async fn studies_and_trials(ctx: Ctx) {
     assert_eq!(trials[1].status, TrialStatus::Failed);
     assert_eq!(trials[1].error.as_deref(), Some("out of memory"));
     assert!(trials[1].finished_at.is_some());
+    assert_eq!((trials[0].trial_key.as_deref(), trials[0].worker.as_deref()), (None, None));
+    assert_eq!(trials[0].params, None);
     let err = store.begin_trial(study + 100, &json!({}), None).await.expect_err("no study");
     assert!(matches!(err, StoreError::UnknownStudy(_)), "{err}");
+    let err = store.create_study(&study_info("tune-chat")).await.expect_err("name taken");
+    assert!(matches!(err, StoreError::StudyExists { id, .. } if id == study), "{err}");
+    assert!(err.to_string().contains("\"tune-chat\""), "{err}");
 }
 both!(studies_and_trials);
+
+fn study_info(name: &str) -> StudyInfo {
+    StudyInfo {
+        name: name.to_string(),
+        scenario: Some(scenario()),
+        objective: "maximize goodput".into(),
+        search_space: json!({"max_batch": [1, 64]}),
+    }
+}
+
+/// A trial the tuner might propose: point `[k]` at fidelity 1, keyed by `k`.
+fn new_trial(k: usize) -> NewTrial {
+    NewTrial {
+        trial_key: format!("key-{k}"),
+        params: json!({"point": [k], "fidelity": 1}),
+        config: json!({"max_batch": k}),
+        predicted: Some(json!({"goodput": k})),
+    }
+}
+
+fn outcome(status: TrialStatus) -> TrialOutcome {
+    TrialOutcome { status, measured: Some(json!({"goodput": 1.0})), error: None, run: None }
+}
+
+/// A study with trials `0..n` queued.
+async fn queued_study(store: &Store, name: &str, n: usize) -> Study {
+    let (study, created) =
+        store.open_study(&study_info(name), &json!({"seed": 7})).await.expect("open study");
+    assert!(created);
+    for k in 0..n {
+        store.enqueue_trial(study.id, &new_trial(k)).await.expect("enqueue").expect("new key");
+    }
+    study
+}
+
+async fn open_study_get_or_create(ctx: Ctx) {
+    let store = ctx.store(0).await;
+    assert_eq!(store.study_by_name("tune-chat").await.expect("lookup"), None);
+    let settings = json!({"strategy": "tpe", "seed": 7, "budget": 40, "model": "tiny-llama"});
+    let (first, created) =
+        store.open_study(&study_info("tune-chat"), &settings).await.expect("open");
+    assert!(created);
+    assert_eq!(first.name, "tune-chat");
+    assert_eq!(first.settings, settings);
+    assert_eq!(first.search_space, json!({"max_batch": [1, 64]}));
+    assert_eq!(first.status, RunStatus::Running);
+    assert!(first.scenario_id.is_some());
+    // Resuming (even with other settings) finds the same study, as it was created.
+    let (again, created) =
+        store.open_study(&study_info("tune-chat"), &json!({"seed": 8})).await.expect("reopen");
+    assert!(!created);
+    assert_eq!(again, first);
+    assert_eq!(store.study_by_name("tune-chat").await.expect("lookup"), Some(first.clone()));
+    assert_eq!(store.study(first.id).await.expect("by id"), first);
+    let err = store.study(first.id + 100).await.expect_err("unknown");
+    assert!(matches!(err, StoreError::UnknownStudy(id) if id == first.id + 100), "{err}");
+    // A study made by create_study has no settings.
+    let plain = store.create_study(&study_info("plain")).await.expect("create");
+    assert_eq!(store.study(plain).await.expect("plain").settings, serde_json::Value::Null);
+
+    // Counts by status.
+    let q = queued_study(&store, "counted", 4).await;
+    let t = store.claim_trial(q.id, "w:1").await.expect("claim").expect("pending");
+    store.finish_trial(t.id, &outcome(TrialStatus::Completed)).await.expect("finish");
+    store.claim_trial(q.id, "w:1").await.expect("claim").expect("pending");
+    store.record_infeasible(q.id, &new_trial(9), "does not fit").await.expect("infeasible");
+    let summaries = store.studies().await.expect("studies");
+    let names: Vec<&str> = summaries.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["tune-chat", "plain", "counted"]);
+    assert_eq!(summaries[0].trials, TrialCounts::default());
+    let counts =
+        TrialCounts { pending: 2, running: 1, completed: 1, infeasible: 1, ..Default::default() };
+    assert_eq!(summaries[2].trials, counts);
+    assert_eq!(summaries[2].trials.total(), 5);
+}
+both!(open_study_get_or_create);
+
+async fn open_study_race_makes_one_study(ctx: Ctx) {
+    let url = ctx.url(0).await;
+    let a = Store::open(&url).await.expect("open a");
+    let b = Store::open(&url).await.expect("open b");
+    let info = study_info("shared");
+    let settings = json!({"seed": 1});
+    let (ra, rb) = tokio::join!(a.open_study(&info, &settings), b.open_study(&info, &settings));
+    let ((sa, ca), (sb, cb)) = (ra.expect("open a"), rb.expect("open b"));
+    assert_eq!(sa, sb, "both processes got the same study");
+    assert!(ca != cb, "exactly one created it: {ca} {cb}");
+    assert_eq!(a.studies().await.expect("studies").len(), 1);
+}
+both!(open_study_race_makes_one_study);
+
+async fn enqueue_numbers_and_keys(ctx: Ctx) {
+    let store = ctx.store(0).await;
+    let study = queued_study(&store, "s", 3).await;
+    let trials = store.trials(study.id).await.expect("trials");
+    let numbers: Vec<i64> = trials.iter().map(|t| t.number).collect();
+    assert_eq!(numbers, [0, 1, 2]);
+    let t = &trials[1];
+    assert_eq!(t.status, TrialStatus::Pending);
+    assert_eq!(t.trial_key.as_deref(), Some("key-1"));
+    assert_eq!(t.params, Some(json!({"point": [1], "fidelity": 1})));
+    assert_eq!(t.config, json!({"max_batch": 1}));
+    assert_eq!(t.predicted, Some(json!({"goodput": 1})));
+    assert_eq!((t.worker.as_deref(), t.finished_at), (None, None));
+
+    // A key already queued (even with another config) inserts nothing.
+    let mut dup = new_trial(1);
+    dup.config = json!({"max_batch": 99});
+    assert_eq!(store.enqueue_trial(study.id, &dup).await.expect("enqueue"), None);
+    assert_eq!(store.record_infeasible(study.id, &dup, "x").await.expect("infeasible"), None);
+    assert_eq!(store.trials(study.id).await.expect("trials"), trials);
+
+    // The same key in another study is another trial.
+    let other = queued_study(&store, "other", 1).await;
+    assert_eq!(
+        store.trials(other.id).await.expect("trials")[0].trial_key.as_deref(),
+        Some("key-0")
+    );
+
+    let bad = store.record_infeasible(study.id, &new_trial(3), "needs 90 GB, has 80").await;
+    let bad = bad.expect("infeasible").expect("new key");
+    assert_eq!((bad.number, bad.status), (3, TrialStatus::Infeasible));
+    assert_eq!(bad.error.as_deref(), Some("needs 90 GB, has 80"));
+    assert!(bad.finished_at.is_some());
+    // Infeasible trials are never claimed.
+    for _ in 0..3 {
+        store.claim_trial(study.id, "w").await.expect("claim").expect("pending");
+    }
+    assert_eq!(store.claim_trial(study.id, "w").await.expect("claim"), None);
+
+    let err = store.enqueue_trial(study.id + 100, &new_trial(0)).await.expect_err("no study");
+    assert!(matches!(err, StoreError::UnknownStudy(_)), "{err}");
+}
+both!(enqueue_numbers_and_keys);
+
+async fn claim_lowest_and_finish_only_running(ctx: Ctx) {
+    let store = ctx.store(0).await;
+    let study = queued_study(&store, "s", 2).await;
+    let t0 = store.claim_trial(study.id, "host:1").await.expect("claim").expect("pending");
+    assert_eq!((t0.number, t0.status), (0, TrialStatus::Running));
+    assert_eq!(t0.worker.as_deref(), Some("host:1"));
+    let t1 = store.claim_trial(study.id, "host:2").await.expect("claim").expect("pending");
+    assert_eq!(t1.number, 1);
+    assert_eq!(store.claim_trial(study.id, "host:1").await.expect("claim"), None);
+    let running: Vec<i64> =
+        store.running_trials(study.id).await.expect("running").iter().map(|t| t.number).collect();
+    assert_eq!(running, [0, 1]);
+
+    let measured = TrialOutcome {
+        status: TrialStatus::Completed,
+        measured: Some(json!({"goodput": 9.5})),
+        error: None,
+        run: None,
+    };
+    store.finish_claimed_trial(t0.id, "host:1", &measured).await.expect("finish");
+    let before = store.trials(study.id).await.expect("trials");
+    assert_eq!(before[0].status, TrialStatus::Completed);
+    assert_eq!(before[0].measured, Some(json!({"goodput": 9.5})));
+
+    // Finishing twice, finishing as running or pending, or as another worker: errors, no change.
+    let err = store.finish_trial(t0.id, &outcome(TrialStatus::Failed)).await.expect_err("done");
+    assert!(
+        matches!(&err, StoreError::TrialNotRunning { id, number: 0, status, .. }
+            if *id == t0.id && status == "completed"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("is completed, not running"), "{err}");
+    for status in [TrialStatus::Running, TrialStatus::Pending] {
+        let err = store.finish_trial(t1.id, &outcome(status)).await.expect_err("not an end");
+        assert!(matches!(err, StoreError::Invalid { .. }), "{err}");
+    }
+    let err = store
+        .finish_claimed_trial(t1.id, "host:1", &outcome(TrialStatus::Pruned))
+        .await
+        .expect_err("claimed by host:2");
+    assert!(matches!(err, StoreError::TrialClaimedElsewhere { .. }), "{err}");
+    assert!(err.to_string().contains("claimed by worker \"host:2\""), "{err}");
+    let err = store.finish_trial(t1.id + 100, &outcome(TrialStatus::Failed)).await.expect_err("?");
+    assert!(matches!(err, StoreError::UnknownTrial(_)), "{err}");
+    assert_eq!(store.trials(study.id).await.expect("trials"), before);
+
+    let pending = store.enqueue_trial(study.id, &new_trial(5)).await.expect("enqueue");
+    let pending = pending.expect("new key");
+    let err = store.finish_trial(pending.id, &outcome(TrialStatus::Completed)).await;
+    let err = err.expect_err("pending");
+    assert!(matches!(&err, StoreError::TrialNotRunning { status, .. } if status == "pending"));
+
+    // Every end state is allowed from running.
+    store.finish_trial(t1.id, &outcome(TrialStatus::Pruned)).await.expect("pruned");
+    let t2 = store.claim_trial(study.id, "host:1").await.expect("claim").expect("pending");
+    assert_eq!(t2.id, pending.id);
+    store.finish_trial(t2.id, &outcome(TrialStatus::Infeasible)).await.expect("infeasible");
+    let statuses: Vec<TrialStatus> =
+        store.trials(study.id).await.expect("trials").iter().map(|t| t.status).collect();
+    assert_eq!(statuses, [TrialStatus::Completed, TrialStatus::Pruned, TrialStatus::Infeasible]);
+    assert!(store.running_trials(study.id).await.expect("running").is_empty());
+}
+both!(claim_lowest_and_finish_only_running);
+
+async fn requeue_after_kill(ctx: Ctx) {
+    let store = ctx.store(0).await;
+    let study = queued_study(&store, "s", 3).await;
+    let dead = store.claim_trial(study.id, "host:dead").await.expect("claim").expect("pending");
+    let alive = store.claim_trial(study.id, "host:alive").await.expect("claim").expect("pending");
+    // The dead worker's process is gone; resuming puts its trial back, not the live one's.
+    let n = store.requeue_trials(study.id, &["host:dead".to_string()]).await.expect("requeue");
+    assert_eq!(n, 1);
+    let running = store.running_trials(study.id).await.expect("running");
+    assert_eq!(running.iter().map(|t| t.id).collect::<Vec<_>>(), [alive.id]);
+    let back = &store.trials(study.id).await.expect("trials")[0];
+    assert_eq!((back.status, back.worker.as_deref()), (TrialStatus::Pending, None));
+    let err = store.finish_trial(dead.id, &outcome(TrialStatus::Completed)).await;
+    assert!(matches!(err, Err(StoreError::TrialNotRunning { .. })), "{err:?}");
+
+    // Claimed again (lowest number first), by someone else; the stale worker cannot finish it.
+    let again = store.claim_trial(study.id, "host:new").await.expect("claim").expect("pending");
+    assert_eq!((again.id, again.number), (dead.id, 0));
+    assert_eq!(again.worker.as_deref(), Some("host:new"));
+    let failed = outcome(TrialStatus::Failed);
+    let stale = store.finish_claimed_trial(dead.id, "host:dead", &failed).await;
+    assert!(matches!(stale, Err(StoreError::TrialClaimedElsewhere { .. })), "{stale:?}");
+    store
+        .finish_claimed_trial(dead.id, "host:new", &outcome(TrialStatus::Completed))
+        .await
+        .expect("finish");
+    assert_eq!(store.requeue_trials(study.id, &[]).await.expect("requeue"), 0);
+    let err = store.requeue_trials(study.id + 100, &[]).await.expect_err("no study");
+    assert!(matches!(err, StoreError::UnknownStudy(_)), "{err}");
+}
+both!(requeue_after_kill);
+
+async fn two_workers_claim_each_trial_once(ctx: Ctx) {
+    const N: usize = 40;
+    let url = ctx.url(0).await;
+    let a = Store::open(&url).await.expect("open a");
+    let b = Store::open(&url).await.expect("open b");
+    let study = queued_study(&a, "shared", N).await;
+    let work = |store: Store, worker: &'static str| async move {
+        let mut claimed = Vec::new();
+        while let Some(t) = store.claim_trial(study.id, worker).await.expect("claim") {
+            assert_eq!(t.worker.as_deref(), Some(worker));
+            store
+                .finish_claimed_trial(t.id, worker, &outcome(TrialStatus::Completed))
+                .await
+                .expect("finish what it claimed");
+            claimed.push(t.id);
+        }
+        claimed
+    };
+    let (ta, tb) = (tokio::spawn(work(a.clone(), "a:1")), tokio::spawn(work(b.clone(), "b:1")));
+    let (ca, cb) = (ta.await.expect("worker a"), tb.await.expect("worker b"));
+    let mut all: Vec<i64> = ca.iter().chain(&cb).copied().collect();
+    all.sort_unstable();
+    let trials = a.trials(study.id).await.expect("trials");
+    let ids: Vec<i64> = trials.iter().map(|t| t.id).collect();
+    assert_eq!(all, ids, "every trial claimed exactly once");
+    assert!(trials.iter().all(|t| t.status == TrialStatus::Completed));
+    for t in &trials {
+        let by = if ca.contains(&t.id) { "a:1" } else { "b:1" };
+        assert_eq!(t.worker.as_deref(), Some(by), "trial {}", t.number);
+    }
+}
+both!(two_workers_claim_each_trial_once);
+
+async fn concurrent_enqueue_no_duplicates(ctx: Ctx) {
+    let url = ctx.url(0).await;
+    let a = Store::open(&url).await.expect("open a");
+    let b = Store::open(&url).await.expect("open b");
+    let study = queued_study(&a, "shared", 0).await;
+    // Keys 0..30 and 15..45: the middle 15 are offered by both.
+    let enqueue = |store: Store, keys: std::ops::Range<usize>| async move {
+        let mut added = Vec::new();
+        for k in keys {
+            if let Some(t) = store.enqueue_trial(study.id, &new_trial(k)).await.expect("enqueue") {
+                added.push(t.trial_key.expect("key"));
+            }
+        }
+        added
+    };
+    let (ta, tb) =
+        (tokio::spawn(enqueue(a.clone(), 0..30)), tokio::spawn(enqueue(b.clone(), 15..45)));
+    let (ka, kb) = (ta.await.expect("enqueuer a"), tb.await.expect("enqueuer b"));
+    assert_eq!(ka.len() + kb.len(), 45, "each key added by exactly one: {ka:?} {kb:?}");
+    let trials = a.trials(study.id).await.expect("trials");
+    let numbers: Vec<i64> = trials.iter().map(|t| t.number).collect();
+    assert_eq!(numbers, (0..45).collect::<Vec<i64>>(), "unique and contiguous");
+    let keys: BTreeSet<String> = trials.iter().filter_map(|t| t.trial_key.clone()).collect();
+    let want: BTreeSet<String> = (0..45).map(|k| format!("key-{k}")).collect();
+    assert_eq!(keys, want);
+}
+both!(concurrent_enqueue_no_duplicates);
 
 async fn concurrent_writers(ctx: Ctx) {
     let url = ctx.url(0).await;

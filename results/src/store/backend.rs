@@ -131,6 +131,123 @@ from_row! {
         run_id: Option<i64>,
         started_at: i64,
         finished_at: Option<i64>,
+        trial_key: Option<String>,
+        params: Option<String>,
+        worker: Option<String>,
+    }
+}
+
+/// The columns a [`TrialRow`] reads, for `SELECT` and `RETURNING` lists (a macro, so that
+/// `concat!` can build whole statements from it at compile time).
+macro_rules! trial_columns {
+    () => {
+        "id, study_id, number, config, predicted, measured, status, error, run_id, started_at, \
+         finished_at, trial_key, params, worker"
+    };
+}
+
+/// The columns a [`StudyRow`] reads.
+macro_rules! study_columns {
+    () => {
+        "id, name, scenario_id, objective, search_space, settings, status, created_at, finished_at"
+    };
+}
+
+/// How many trial numbers an insert tries before giving up to concurrent inserters (each
+/// failed attempt means another inserter succeeded, so this bounds only extreme contention).
+const INSERT_ATTEMPTS: u32 = 64;
+
+/// A trial row to insert.
+struct TrialInsert<'a> {
+    key: Option<&'a str>,
+    params: Option<&'a serde_json::Value>,
+    config: &'a serde_json::Value,
+    predicted: Option<&'a serde_json::Value>,
+    status: TrialStatus,
+    error: Option<&'a str>,
+}
+
+impl<'a> TrialInsert<'a> {
+    fn new(t: &'a NewTrial, status: TrialStatus, error: Option<&'a str>) -> TrialInsert<'a> {
+        TrialInsert {
+            key: Some(&t.trial_key),
+            params: Some(&t.params),
+            config: &t.config,
+            predicted: t.predicted.as_ref(),
+            status,
+            error,
+        }
+    }
+}
+
+from_row! {
+    struct StudyRow {
+        id: i64,
+        name: String,
+        scenario_id: Option<i64>,
+        objective: String,
+        search_space: String,
+        settings: Option<String>,
+        status: String,
+        created_at: i64,
+        finished_at: Option<i64>,
+    }
+}
+
+impl StudyRow {
+    fn into_study(self) -> Result<Study> {
+        let what = |w: &str| format!("{w} of study {:?}", self.name);
+        let settings = match &self.settings {
+            Some(text) => parse_json(&what("settings"), text)?,
+            None => serde_json::Value::Null,
+        };
+        Ok(Study {
+            search_space: parse_json(&what("search space"), &self.search_space)?,
+            settings,
+            status: parse_status(&self.status)?,
+            id: self.id,
+            name: self.name,
+            scenario_id: self.scenario_id,
+            objective: self.objective,
+            created_at: self.created_at,
+            finished_at: self.finished_at,
+        })
+    }
+}
+
+from_row! {
+    struct StudySummaryRow {
+        id: i64,
+        name: String,
+        status: String,
+        created_at: i64,
+        finished_at: Option<i64>,
+        pending: i64,
+        running: i64,
+        completed: i64,
+        failed: i64,
+        pruned: i64,
+        infeasible: i64,
+    }
+}
+
+impl StudySummaryRow {
+    fn into_summary(self) -> Result<StudySummary> {
+        Ok(StudySummary {
+            status: parse_status(&self.status)?,
+            id: self.id,
+            name: self.name,
+            created_at: self.created_at,
+            finished_at: self.finished_at,
+            trials: TrialCounts {
+                pending: self.pending,
+                running: self.running,
+                completed: self.completed,
+                failed: self.failed,
+                pruned: self.pruned,
+                infeasible: self.infeasible,
+            },
+        })
     }
 }
 
@@ -152,6 +269,9 @@ impl TrialRow {
             run: self.run_id,
             started_at: self.started_at,
             finished_at: self.finished_at,
+            params: opt("trial params", self.params)?,
+            trial_key: self.trial_key,
+            worker: self.worker,
         })
     }
 }
@@ -220,7 +340,7 @@ const ALERT_SELECT: &str = "SELECT a.id, a.group_id, s.name AS scenario, s.confi
      JOIN testbeds t ON t.id = a.testbed_id JOIN commits c ON c.id = a.commit_id";
 
 macro_rules! backend {
-    ($modname:ident, $db:ty, $begin:literal, $lock_commits:literal) => {
+    ($modname:ident, $db:ty, $begin:literal, $lock_commits:literal, $skip_locked:literal) => {
         pub(crate) mod $modname {
             use super::*;
             use sqlx::QueryBuilder;
@@ -232,6 +352,17 @@ macro_rules! backend {
             /// Locks `commits` against concurrent inserts until the transaction ends (SQLite:
             /// `BEGIN IMMEDIATE` already did).
             const LOCK_COMMITS: &str = $lock_commits;
+            /// Turns the study's lowest-numbered pending trial into a running one claimed by
+            /// `$2` at `$3`, returning it. PostgreSQL locks the chosen row and skips rows other
+            /// claimers hold; SQLite has one writer at a time (`BEGIN IMMEDIATE`), so the
+            /// statement is atomic there as it is.
+            const CLAIM: &str = concat!(
+                "UPDATE trials SET status = 'running', worker = $2, started_at = $3 WHERE id = \
+                 (SELECT id FROM trials WHERE study_id = $1 AND status = 'pending' ORDER BY number LIMIT 1",
+                $skip_locked,
+                ") AND status = 'pending' RETURNING ",
+                trial_columns!()
+            );
             type Conn = <Db as sqlx::Database>::Connection;
             pub(crate) type Pool = sqlx::Pool<Db>;
 
@@ -861,25 +992,112 @@ macro_rules! backend {
                 Ok(true)
             }
 
+            /// `UnknownStudy` unless a study has this id.
+            async fn ensure_study(conn: &mut Conn, study: i64) -> Result<()> {
+                let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM studies WHERE id = $1")
+                    .bind(study)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                match exists {
+                    Some(_) => Ok(()),
+                    None => Err(StoreError::UnknownStudy(study)),
+                }
+            }
+
             pub(crate) async fn create_study(pool: &Pool, info: &StudyInfo) -> Result<i64> {
                 let mut tx = pool.begin_with(BEGIN).await?;
                 let scenario = match &info.scenario {
                     Some(s) => Some(scenario_id(&mut tx, s).await?),
                     None => None,
                 };
-                let id: i64 = sqlx::query_scalar(
+                let id: Option<i64> = sqlx::query_scalar(
                     "INSERT INTO studies (name, scenario_id, objective, search_space, status, created_at) \
-                     VALUES ($1, $2, $3, $4, 'running', $5) RETURNING id",
+                     VALUES ($1, $2, $3, $4, 'running', $5) ON CONFLICT (name) DO NOTHING RETURNING id",
                 )
                 .bind(&info.name)
                 .bind(scenario)
                 .bind(&info.objective)
                 .bind(info.search_space.to_string())
                 .bind(now_ms())
-                .fetch_one(&mut *tx)
+                .fetch_optional(&mut *tx)
                 .await?;
+                let Some(id) = id else {
+                    let existing: i64 = sqlx::query_scalar("SELECT id FROM studies WHERE name = $1")
+                        .bind(&info.name)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    return Err(StoreError::StudyExists { name: info.name.clone(), id: existing });
+                };
                 tx.commit().await?;
                 Ok(id)
+            }
+
+            pub(crate) async fn open_study(
+                pool: &Pool,
+                info: &StudyInfo,
+                settings: &serde_json::Value,
+            ) -> Result<(Study, bool)> {
+                let mut tx = pool.begin_with(BEGIN).await?;
+                let scenario = match &info.scenario {
+                    Some(s) => Some(scenario_id(&mut tx, s).await?),
+                    None => None,
+                };
+                // The unique index on `name` settles a race: the loser inserts nothing (on
+                // PostgreSQL after waiting for the winner to commit) and reads the winner's row.
+                let created: Option<i64> = sqlx::query_scalar(
+                    "INSERT INTO studies (name, scenario_id, objective, search_space, settings, status, \
+                     created_at) VALUES ($1, $2, $3, $4, $5, 'running', $6) \
+                     ON CONFLICT (name) DO NOTHING RETURNING id",
+                )
+                .bind(&info.name)
+                .bind(scenario)
+                .bind(&info.objective)
+                .bind(info.search_space.to_string())
+                .bind(settings.to_string())
+                .bind(now_ms())
+                .fetch_optional(&mut *tx)
+                .await?;
+                let row: StudyRow = sqlx::query_as(concat!("SELECT ", study_columns!(), " FROM studies WHERE name = $1"))
+                    .bind(&info.name)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok((row.into_study()?, created.is_some()))
+            }
+
+            pub(crate) async fn study_by_name(pool: &Pool, name: &str) -> Result<Option<Study>> {
+                let row: Option<StudyRow> =
+                    sqlx::query_as(concat!("SELECT ", study_columns!(), " FROM studies WHERE name = $1"))
+                        .bind(name)
+                        .fetch_optional(pool)
+                        .await?;
+                row.map(StudyRow::into_study).transpose()
+            }
+
+            pub(crate) async fn study(pool: &Pool, id: i64) -> Result<Study> {
+                let row: Option<StudyRow> =
+                    sqlx::query_as(concat!("SELECT ", study_columns!(), " FROM studies WHERE id = $1"))
+                        .bind(id)
+                        .fetch_optional(pool)
+                        .await?;
+                row.ok_or(StoreError::UnknownStudy(id))?.into_study()
+            }
+
+            pub(crate) async fn studies(pool: &Pool) -> Result<Vec<StudySummary>> {
+                let rows: Vec<StudySummaryRow> = sqlx::query_as(
+                    "SELECT s.id, s.name, s.status, s.created_at, s.finished_at, \
+                     COUNT(t.id) FILTER (WHERE t.status = 'pending') AS pending, \
+                     COUNT(t.id) FILTER (WHERE t.status = 'running') AS running, \
+                     COUNT(t.id) FILTER (WHERE t.status = 'completed') AS completed, \
+                     COUNT(t.id) FILTER (WHERE t.status = 'failed') AS failed, \
+                     COUNT(t.id) FILTER (WHERE t.status = 'pruned') AS pruned, \
+                     COUNT(t.id) FILTER (WHERE t.status = 'infeasible') AS infeasible \
+                     FROM studies s LEFT JOIN trials t ON t.study_id = s.id \
+                     GROUP BY s.id, s.name, s.status, s.created_at, s.finished_at ORDER BY s.id",
+                )
+                .fetch_all(pool)
+                .await?;
+                rows.into_iter().map(StudySummaryRow::into_summary).collect()
             }
 
             pub(crate) async fn finish_study(pool: &Pool, study: i64, status: RunStatus) -> Result<()> {
@@ -895,51 +1113,126 @@ macro_rules! backend {
                 Ok(())
             }
 
+            /// Insert a trial numbered one past the study's largest, each attempt in its own
+            /// transaction. `None` when `t.key` is already in the study (nothing written). A
+            /// clash on the number (a concurrent inserter took it first; possible on
+            /// PostgreSQL, where inserters do not wait for each other until they collide)
+            /// writes nothing and tries the next number, at most `INSERT_ATTEMPTS` times.
+            async fn insert_trial(pool: &Pool, study: i64, t: &TrialInsert<'_>) -> Result<Option<TrialRow>> {
+                for _ in 0..INSERT_ATTEMPTS {
+                    let mut tx = pool.begin_with(BEGIN).await?;
+                    ensure_study(&mut tx, study).await?;
+                    let max: Option<i64> = sqlx::query_scalar("SELECT MAX(number) FROM trials WHERE study_id = $1")
+                        .bind(study)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let now = now_ms();
+                    let row: Option<TrialRow> = sqlx::query_as(concat!(
+                        "INSERT INTO trials (study_id, number, config, predicted, status, error, started_at, \
+                         finished_at, trial_key, params) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                         ON CONFLICT DO NOTHING RETURNING ",
+                        trial_columns!()
+                    ))
+                    .bind(study)
+                    .bind(max.map_or(0, |n| n + 1))
+                    .bind(t.config.to_string())
+                    .bind(t.predicted.map(|p| p.to_string()))
+                    .bind(t.status.as_str())
+                    .bind(t.error)
+                    .bind(now)
+                    .bind(t.status.is_finished().then_some(now))
+                    .bind(t.key)
+                    .bind(t.params.map(|p| p.to_string()))
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if let Some(row) = row {
+                        tx.commit().await?;
+                        return Ok(Some(row));
+                    }
+                    if let Some(key) = t.key {
+                        let taken: Option<i64> =
+                            sqlx::query_scalar("SELECT id FROM trials WHERE study_id = $1 AND trial_key = $2")
+                                .bind(study)
+                                .bind(key)
+                                .fetch_optional(&mut *tx)
+                                .await?;
+                        if taken.is_some() {
+                            tx.rollback().await?;
+                            return Ok(None);
+                        }
+                    }
+                    tx.rollback().await?;
+                }
+                Err(StoreError::TrialNumberContention { study, attempts: INSERT_ATTEMPTS })
+            }
+
             pub(crate) async fn begin_trial(
                 pool: &Pool,
                 study: i64,
                 config: &serde_json::Value,
                 predicted: Option<&serde_json::Value>,
             ) -> Result<Trial> {
-                let mut tx = pool.begin_with(BEGIN).await?;
-                let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM studies WHERE id = $1")
-                    .bind(study)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if exists.is_none() {
-                    return Err(StoreError::UnknownStudy(study));
+                let insert = TrialInsert {
+                    key: None,
+                    params: None,
+                    config,
+                    predicted,
+                    status: TrialStatus::Running,
+                    error: None,
+                };
+                // Without a key only the number can clash, and that is retried: a row or an error.
+                match insert_trial(pool, study, &insert).await? {
+                    Some(row) => row.into_trial(),
+                    None => Err(StoreError::TrialNumberContention { study, attempts: INSERT_ATTEMPTS }),
                 }
-                let next: Option<i64> = sqlx::query_scalar("SELECT MAX(number) FROM trials WHERE study_id = $1")
-                    .bind(study)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                let number = next.map_or(0, |n| n + 1);
-                let row: TrialRow = sqlx::query_as(
-                    "INSERT INTO trials (study_id, number, config, predicted, status, started_at) \
-                     VALUES ($1, $2, $3, $4, 'running', $5) RETURNING id, study_id, number, config, \
-                     predicted, measured, status, error, run_id, started_at, finished_at",
-                )
-                .bind(study)
-                .bind(number)
-                .bind(config.to_string())
-                .bind(predicted.map(|p| p.to_string()))
-                .bind(now_ms())
-                .fetch_one(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                row.into_trial()
             }
 
-            pub(crate) async fn finish_trial(pool: &Pool, trial: i64, outcome: &TrialOutcome) -> Result<()> {
-                if outcome.status == TrialStatus::Running {
+            pub(crate) async fn enqueue_trial(pool: &Pool, study: i64, trial: &NewTrial) -> Result<Option<Trial>> {
+                let insert = TrialInsert::new(trial, TrialStatus::Pending, None);
+                insert_trial(pool, study, &insert).await?.map(TrialRow::into_trial).transpose()
+            }
+
+            pub(crate) async fn record_infeasible(
+                pool: &Pool,
+                study: i64,
+                trial: &NewTrial,
+                reason: &str,
+            ) -> Result<Option<Trial>> {
+                let insert = TrialInsert::new(trial, TrialStatus::Infeasible, Some(reason));
+                insert_trial(pool, study, &insert).await?.map(TrialRow::into_trial).transpose()
+            }
+
+            pub(crate) async fn claim_trial(pool: &Pool, study: i64, worker: &str) -> Result<Option<Trial>> {
+                let mut tx = pool.begin_with(BEGIN).await?;
+                ensure_study(&mut tx, study).await?;
+                let row: Option<TrialRow> = sqlx::query_as(CLAIM)
+                    .bind(study)
+                    .bind(worker)
+                    .bind(now_ms())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                row.map(TrialRow::into_trial).transpose()
+            }
+
+            pub(crate) async fn finish_trial(
+                pool: &Pool,
+                trial: i64,
+                worker: Option<&str>,
+                outcome: &TrialOutcome,
+            ) -> Result<()> {
+                if !outcome.status.is_finished() {
                     return Err(StoreError::Invalid {
                         field: "trial status".into(),
-                        reason: "a trial cannot finish as running".into(),
+                        reason: format!("trial {trial} cannot finish as {}", outcome.status),
                     });
                 }
+                let mut tx = pool.begin_with(BEGIN).await?;
+                // The status (and worker) test in the UPDATE is what keeps a stale worker from
+                // finishing a trial that was requeued or claimed again since.
                 let done = sqlx::query(
                     "UPDATE trials SET status = $1, measured = $2, error = $3, run_id = $4, finished_at = $5 \
-                     WHERE id = $6",
+                     WHERE id = $6 AND status = 'running' AND ($7 IS NULL OR worker = $7)",
                 )
                 .bind(outcome.status.as_str())
                 .bind(outcome.measured.as_ref().map(|m| m.to_string()))
@@ -947,19 +1240,73 @@ macro_rules! backend {
                 .bind(outcome.run)
                 .bind(now_ms())
                 .bind(trial)
-                .execute(pool)
+                .bind(worker)
+                .execute(&mut *tx)
                 .await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::UnknownTrial(trial));
+                if done.rows_affected() == 1 {
+                    tx.commit().await?;
+                    return Ok(());
                 }
-                Ok(())
+                let found: Option<(i64, i64, String, Option<String>)> =
+                    sqlx::query_as("SELECT study_id, number, status, worker FROM trials WHERE id = $1")
+                        .bind(trial)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                tx.rollback().await?;
+                let Some((study, number, status, held_by)) = found else {
+                    return Err(StoreError::UnknownTrial(trial));
+                };
+                match worker {
+                    Some(worker) if status == TrialStatus::Running.as_str() => {
+                        Err(StoreError::TrialClaimedElsewhere {
+                            id: trial,
+                            study,
+                            number,
+                            worker: worker.to_string(),
+                            held_by,
+                        })
+                    }
+                    _ => Err(StoreError::TrialNotRunning { id: trial, study, number, status }),
+                }
+            }
+
+            pub(crate) async fn requeue_trials(pool: &Pool, study: i64, workers: &[String]) -> Result<u64> {
+                let mut tx = pool.begin_with(BEGIN).await?;
+                ensure_study(&mut tx, study).await?;
+                let mut requeued = 0;
+                for worker in workers {
+                    let done = sqlx::query(
+                        "UPDATE trials SET status = 'pending', worker = NULL \
+                         WHERE study_id = $1 AND status = 'running' AND worker = $2",
+                    )
+                    .bind(study)
+                    .bind(worker)
+                    .execute(&mut *tx)
+                    .await?;
+                    requeued += done.rows_affected();
+                }
+                tx.commit().await?;
+                Ok(requeued)
             }
 
             pub(crate) async fn trials(pool: &Pool, study: i64) -> Result<Vec<Trial>> {
-                let rows: Vec<TrialRow> = sqlx::query_as(
-                    "SELECT id, study_id, number, config, predicted, measured, status, error, run_id, \
-                     started_at, finished_at FROM trials WHERE study_id = $1 ORDER BY number",
-                )
+                let rows: Vec<TrialRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    trial_columns!(),
+                    " FROM trials WHERE study_id = $1 ORDER BY number"
+                ))
+                .bind(study)
+                .fetch_all(pool)
+                .await?;
+                rows.into_iter().map(TrialRow::into_trial).collect()
+            }
+
+            pub(crate) async fn running_trials(pool: &Pool, study: i64) -> Result<Vec<Trial>> {
+                let rows: Vec<TrialRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    trial_columns!(),
+                    " FROM trials WHERE study_id = $1 AND status = 'running' ORDER BY number"
+                ))
                 .bind(study)
                 .fetch_all(pool)
                 .await?;
@@ -1059,5 +1406,11 @@ macro_rules! backend {
     };
 }
 
-backend!(sqlite, sqlx::Sqlite, "BEGIN IMMEDIATE", "SELECT 1");
-backend!(postgres, sqlx::Postgres, "BEGIN", "LOCK TABLE commits IN SHARE ROW EXCLUSIVE MODE");
+backend!(sqlite, sqlx::Sqlite, "BEGIN IMMEDIATE", "SELECT 1", "");
+backend!(
+    postgres,
+    sqlx::Postgres,
+    "BEGIN",
+    "LOCK TABLE commits IN SHARE ROW EXCLUSIVE MODE",
+    " FOR UPDATE SKIP LOCKED"
+);

@@ -43,6 +43,53 @@ pub enum StoreError {
     /// No trial has this id.
     #[error("no trial with id {0}")]
     UnknownTrial(i64),
+    /// `create_study` was given a name that another study already has.
+    #[error("a study named {name:?} already exists (id {id}); open it to resume it")]
+    StudyExists {
+        /// The name.
+        name: String,
+        /// The existing study.
+        id: i64,
+    },
+    /// A trial can only be finished while `running`: this one is pending (requeued), already
+    /// finished, or was never claimed.
+    #[error("trial {id} (number {number} of study {study}) is {status}, not running")]
+    TrialNotRunning {
+        /// The trial.
+        id: i64,
+        /// Its study.
+        study: i64,
+        /// Its number in the study.
+        number: i64,
+        /// Its current status.
+        status: String,
+    },
+    /// A worker tried to finish a trial that is running on behalf of another worker (it was
+    /// requeued and claimed again after this worker was presumed dead).
+    #[error(
+        "trial {id} (number {number} of study {study}) is claimed by {}, not by worker {worker:?}",
+        holder(.held_by)
+    )]
+    TrialClaimedElsewhere {
+        /// The trial.
+        id: i64,
+        /// Its study.
+        study: i64,
+        /// Its number in the study.
+        number: i64,
+        /// The worker that tried to finish it.
+        worker: String,
+        /// The worker holding it, if any.
+        held_by: Option<String>,
+    },
+    /// Enqueueing kept losing the race for the next trial number to concurrent enqueuers.
+    #[error("study {study}: no free trial number after {attempts} attempts (concurrent enqueuers)")]
+    TrialNumberContention {
+        /// The study.
+        study: i64,
+        /// How many numbers were tried.
+        attempts: u32,
+    },
     /// The run is no longer `running`, so nothing more can be recorded into it.
     #[error("run {id} is {status}, not running")]
     RunNotRunning {
@@ -96,6 +143,14 @@ pub enum StoreError {
     /// Reading or writing a JSON-lines stream failed.
     #[error("export/import I/O error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Who holds a claimed trial, for messages.
+fn holder(worker: &Option<String>) -> String {
+    match worker {
+        Some(w) => format!("worker {w:?}"),
+        None => "no worker".to_string(),
+    }
 }
 
 /// `Result` with a [`StoreError`].

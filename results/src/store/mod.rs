@@ -8,6 +8,12 @@
 //! Only finished runs (completed, or partial: some scenarios failed, each recorded one whole)
 //! contribute points to a series, so a run killed midway (left `running`, later marked
 //! `failed`) never shows half its results.
+//!
+//! Tuning studies are shared through the database, Optuna-style: workers `open_study` by name
+//! (get-or-create, the name is unique), queue trials (`enqueue_trial`, `pending`, unique per
+//! study by the tuner's trial key) and `claim_trial` them one at a time (PostgreSQL: row locks
+//! with SKIP LOCKED; SQLite: one writer at a time). Only a `running` trial can be finished,
+//! and a resumed study puts the trials of its dead workers back with `requeue_trials`.
 
 mod backend;
 mod error;
@@ -27,8 +33,9 @@ use sqlx::{ConnectOptions, Connection};
 pub use error::{Result, StoreError, redact_url};
 pub use types::{
     Alert, AlertInfo, AlertState, Annotation, BeginRun, CommitInfo, Histogram, ImportSummary,
-    MetricValue, Point, RunInfo, RunRecord, RunStatus, RunSummary, Scenario, ScenarioResult,
-    SeriesFilter, SeriesKey, StudyInfo, Testbed, TriageEvent, Trial, TrialOutcome, TrialStatus,
+    MetricValue, NewTrial, Point, RunInfo, RunRecord, RunStatus, RunSummary, Scenario,
+    ScenarioResult, SeriesFilter, SeriesKey, Study, StudyInfo, StudySummary, Testbed, TriageEvent,
+    Trial, TrialCounts, TrialOutcome, TrialStatus,
 };
 
 /// The SQLite file used when no URL is given.
@@ -208,9 +215,38 @@ impl Store {
         Ok(summary)
     }
 
-    /// Create a tuning study (status `running`); returns its id.
+    /// Create a tuning study (status `running`, no settings); returns its id. The name must be
+    /// new ([`StoreError::StudyExists`] otherwise): use [`Store::open_study`] to resume one.
     pub async fn create_study(&self, info: &StudyInfo) -> Result<i64> {
         dispatch!(self, create_study(info))
+    }
+
+    /// The study named `info.name`, created (status `running`, with `info` and the tuner's
+    /// `settings`) if there is none; `true` when this call created it. This is how a killed
+    /// study resumes and how several workers join one: the name is unique, so processes racing
+    /// to create it all get the same single study. An existing study keeps what it was created
+    /// with; the caller compares its settings with its own.
+    pub async fn open_study(
+        &self,
+        info: &StudyInfo,
+        settings: &serde_json::Value,
+    ) -> Result<(Study, bool)> {
+        dispatch!(self, open_study(info, settings))
+    }
+
+    /// The study with this name, if any.
+    pub async fn study_by_name(&self, name: &str) -> Result<Option<Study>> {
+        dispatch!(self, study_by_name(name))
+    }
+
+    /// One study by id ([`StoreError::UnknownStudy`] when there is none).
+    pub async fn study(&self, id: i64) -> Result<Study> {
+        dispatch!(self, study(id))
+    }
+
+    /// Every study, oldest first, with its trial counts by status.
+    pub async fn studies(&self) -> Result<Vec<StudySummary>> {
+        dispatch!(self, studies())
     }
 
     /// Set a study's final status.
@@ -219,7 +255,8 @@ impl Store {
     }
 
     /// Start the study's next trial (numbered 0, 1, ...) with its config and the tuner's
-    /// prediction.
+    /// prediction, `running` at once and claimed by no worker (a single-process tuner's path;
+    /// shared studies use [`Store::enqueue_trial`] and [`Store::claim_trial`]).
     pub async fn begin_trial(
         &self,
         study: i64,
@@ -229,14 +266,67 @@ impl Store {
         dispatch!(self, begin_trial(study, config, predicted))
     }
 
-    /// Record how a trial ended.
+    /// Queue a trial (status `pending`), numbered one past the study's largest, for any worker
+    /// to claim. `None` when the study already has a trial with this `trial_key` (queued by
+    /// someone else, or run before): nothing is written. Concurrent enqueuers never fail on a
+    /// number clash: the loser retries with the next number, so numbers stay unique and
+    /// contiguous.
+    pub async fn enqueue_trial(&self, study: i64, trial: &NewTrial) -> Result<Option<Trial>> {
+        dispatch!(self, enqueue_trial(study, trial))
+    }
+
+    /// Record a trial a constraint ruled out before running: inserted finished, as
+    /// `infeasible`, with `reason` as its error, so the tuner never proposes it again. `None`
+    /// when the key is already in the study (nothing written).
+    pub async fn record_infeasible(
+        &self,
+        study: i64,
+        trial: &NewTrial,
+        reason: &str,
+    ) -> Result<Option<Trial>> {
+        dispatch!(self, record_infeasible(study, trial, reason))
+    }
+
+    /// Claim the study's lowest-numbered pending trial for `worker` (e.g. `host:pid`): it
+    /// becomes `running` with `worker` and `started_at` set, in one atomic step, so two workers
+    /// never get the same trial. `None` when nothing is pending.
+    pub async fn claim_trial(&self, study: i64, worker: &str) -> Result<Option<Trial>> {
+        dispatch!(self, claim_trial(study, worker))
+    }
+
+    /// Record how a running trial ended (completed, failed, pruned or infeasible). Only a
+    /// `running` trial can finish: one that is pending (e.g. requeued) or already finished
+    /// gives [`StoreError::TrialNotRunning`] and nothing changes, so a trial is finished once.
     pub async fn finish_trial(&self, trial: i64, outcome: &TrialOutcome) -> Result<()> {
-        dispatch!(self, finish_trial(trial, outcome))
+        dispatch!(self, finish_trial(trial, None, outcome))
+    }
+
+    /// [`Store::finish_trial`] for a worker that claimed the trial: it must still be running
+    /// on behalf of `worker`. A stale worker (presumed dead, its trial requeued and claimed
+    /// again by another) gets [`StoreError::TrialClaimedElsewhere`] and changes nothing.
+    pub async fn finish_claimed_trial(
+        &self,
+        trial: i64,
+        worker: &str,
+        outcome: &TrialOutcome,
+    ) -> Result<()> {
+        dispatch!(self, finish_trial(trial, Some(worker), outcome))
+    }
+
+    /// Put the study's running trials claimed by any of `workers` back to `pending` (worker
+    /// cleared), for resuming after those workers were killed; returns how many.
+    pub async fn requeue_trials(&self, study: i64, workers: &[String]) -> Result<u64> {
+        dispatch!(self, requeue_trials(study, workers))
     }
 
     /// A study's trials by number.
     pub async fn trials(&self, study: i64) -> Result<Vec<Trial>> {
         dispatch!(self, trials(study))
+    }
+
+    /// A study's running (claimed, unfinished) trials by number.
+    pub async fn running_trials(&self, study: i64) -> Result<Vec<Trial>> {
+        dispatch!(self, running_trials(study))
     }
 
     /// Record what detection says about a change in a series at a commit: inserts the alert,

@@ -348,11 +348,14 @@ fn canonical_json(v: &serde_json::Value, out: &mut String) {
     }
 }
 
-/// Status of a tuner trial.
+/// Status of a tuner trial: `pending` (queued) → `running` (claimed by a worker) → one of the
+/// finished states; `infeasible` trials are recorded finished, never run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TrialStatus {
-    /// Being measured.
+    /// Queued, not yet claimed by any worker.
+    Pending,
+    /// Claimed by a worker and being measured.
     Running,
     /// Measured.
     Completed,
@@ -360,28 +363,45 @@ pub enum TrialStatus {
     Failed,
     /// Stopped early by the tuner.
     Pruned,
+    /// Ruled out by a constraint before running (the reason is the trial's error).
+    Infeasible,
 }
 
 impl TrialStatus {
     /// The name stored in the database.
     pub fn as_str(self) -> &'static str {
         match self {
+            TrialStatus::Pending => "pending",
             TrialStatus::Running => "running",
             TrialStatus::Completed => "completed",
             TrialStatus::Failed => "failed",
             TrialStatus::Pruned => "pruned",
+            TrialStatus::Infeasible => "infeasible",
         }
     }
 
     /// Parse a stored name.
     pub fn parse(s: &str) -> Option<TrialStatus> {
         match s {
+            "pending" => Some(TrialStatus::Pending),
             "running" => Some(TrialStatus::Running),
             "completed" => Some(TrialStatus::Completed),
             "failed" => Some(TrialStatus::Failed),
             "pruned" => Some(TrialStatus::Pruned),
+            "infeasible" => Some(TrialStatus::Infeasible),
             _ => None,
         }
+    }
+
+    /// True for the states a trial ends in (completed, failed, pruned, infeasible).
+    pub fn is_finished(self) -> bool {
+        !matches!(self, TrialStatus::Pending | TrialStatus::Running)
+    }
+}
+
+impl std::fmt::Display for TrialStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -398,10 +418,89 @@ pub struct StudyInfo {
     pub search_space: serde_json::Value,
 }
 
+/// A stored tuning study.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Study {
+    /// Study id.
+    pub id: i64,
+    /// Its name, unique in the database.
+    pub name: String,
+    /// The scenario tuned, if any (id in `scenarios`).
+    pub scenario_id: Option<i64>,
+    /// The objective.
+    pub objective: String,
+    /// The search space as JSON.
+    pub search_space: serde_json::Value,
+    /// The tuner's settings (strategy, seed, budget, model, workload, ...) as JSON; `null` for
+    /// a study created without settings.
+    pub settings: serde_json::Value,
+    /// `running` until finished.
+    pub status: RunStatus,
+    /// Creation time, unix ms.
+    pub created_at: i64,
+    /// End, unix ms, once finished.
+    pub finished_at: Option<i64>,
+}
+
+/// How many trials of a study are in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrialCounts {
+    /// Queued, not claimed.
+    pub pending: i64,
+    /// Claimed, not finished.
+    pub running: i64,
+    /// Measured.
+    pub completed: i64,
+    /// Failed.
+    pub failed: i64,
+    /// Stopped early.
+    pub pruned: i64,
+    /// Ruled out before running.
+    pub infeasible: i64,
+}
+
+impl TrialCounts {
+    /// All trials, whatever their state.
+    pub fn total(&self) -> i64 {
+        self.pending + self.running + self.completed + self.failed + self.pruned + self.infeasible
+    }
+}
+
+/// A study as listed by `studies`: what it is and how far it got.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StudySummary {
+    /// Study id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// `running` until finished.
+    pub status: RunStatus,
+    /// Creation time, unix ms.
+    pub created_at: i64,
+    /// End, unix ms, once finished.
+    pub finished_at: Option<i64>,
+    /// Its trials by state.
+    pub trials: TrialCounts,
+}
+
+/// A trial the tuner wants run (or recorded as infeasible).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewTrial {
+    /// The tuner's identity of the trial (e.g. a hash of point and fidelity): unique within
+    /// the study, so the same trial is never queued twice.
+    pub trial_key: String,
+    /// The point and fidelity as JSON (opaque to the store).
+    pub params: serde_json::Value,
+    /// The engine config to try, as JSON.
+    pub config: serde_json::Value,
+    /// The tuner's predicted metrics, as JSON.
+    pub predicted: Option<serde_json::Value>,
+}
+
 /// How a trial ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrialOutcome {
-    /// Completed, failed or pruned.
+    /// Completed, failed, pruned or infeasible.
     pub status: TrialStatus,
     /// Measured metrics as JSON, if measured.
     pub measured: Option<serde_json::Value>,
@@ -432,10 +531,17 @@ pub struct Trial {
     pub error: Option<String>,
     /// Run with the full results.
     pub run: Option<i64>,
-    /// Start, unix ms.
+    /// Unix ms: when it was queued while `pending`, when it was (last) claimed once `running`
+    /// or finished; for an infeasible trial, when it was recorded.
     pub started_at: i64,
     /// End, unix ms.
     pub finished_at: Option<i64>,
+    /// The tuner's identity of the trial; `None` for trials begun without one.
+    pub trial_key: Option<String>,
+    /// The point and fidelity as JSON, if given.
+    pub params: Option<serde_json::Value>,
+    /// Who claimed it last (e.g. `host:pid`); `None` while pending or when begun directly.
+    pub worker: Option<String>,
 }
 
 from_row! {
