@@ -1,13 +1,15 @@
 //! Argument definitions and dispatch for `dyno` and `tune`.
 
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 use crate::db_cmd::{self, AlertsArgs, CompareArgs, DbCmdArgs, IngestArgs};
 use crate::engine_cmd::{self, EngineArgs, ModelArgs, ServeArgs};
 use crate::kernels_cmd::{self, KernelsArgs};
 use crate::load_cmd::{self, LoadArgs};
 use crate::nightly_cmd::{self, NightlyArgs};
+use crate::tune_cmd::{self, StudyArgs};
+pub use crate::tune_cmd::{TuneArgs, run_tune};
 use std::process::ExitCode;
 
 /// dyno: a dynamometer for LLM inference.
@@ -23,7 +25,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Emit the best config for a model on a hardware target.
-    Tune(TuneArgs),
+    Tune(Box<TuneArgs>),
+    /// Show a tuning study (`show NAME`) or list them (`list`).
+    Study(StudyArgs),
     /// Benchmark and tune compute kernels on this machine (`bench`, `tune`).
     Kernels(KernelsArgs),
     /// Describe a model: parameters and memory per quantization level (`info`).
@@ -46,22 +50,12 @@ pub enum Command {
     Nightly(NightlyArgs),
 }
 
-/// Arguments of `dyno tune` (and of the `tune` binary).
-#[derive(Debug, Args)]
-pub struct TuneArgs {
-    /// Hardware target (a profile name such as h100, or cpu for this machine).
-    #[arg(long, default_value = "cpu")]
-    pub hw: String,
-    /// Model preset.
-    #[arg(long, default_value = "mixtral-mini")]
-    pub model: String,
-}
-
 /// Runs a parsed command line; the exit code of a command that completed (errors exit 2).
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let done = |r: Result<()>| r.map(|()| ExitCode::SUCCESS);
     match cli.command {
-        Command::Tune(args) => done(run_tune(args)),
+        Command::Tune(args) => done(run_tune(*args)),
+        Command::Study(args) => done(tune_cmd::run_study(args)),
         Command::Kernels(args) => done(kernels_cmd::run(args)),
         Command::Model(args) => done(engine_cmd::run_model(args)),
         Command::Engine(args) => done(engine_cmd::run_engine(args)),
@@ -73,13 +67,4 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Alerts(args) => done(db_cmd::run_alerts(args)),
         Command::Compare(args) => done(db_cmd::run_compare(args)),
     }
-}
-
-/// Runs `dyno tune`.
-pub fn run_tune(args: TuneArgs) -> Result<()> {
-    anyhow::bail!(
-        "dyno tune --hw {} --model {}: system tuning is not built yet (kernel tuning is `dyno kernels tune`)",
-        args.hw,
-        args.model
-    )
 }

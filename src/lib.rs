@@ -8,3 +8,4 @@ pub mod kernels_cmd;
 pub mod load_cmd;
 pub mod nightly_cmd;
 pub mod record_args;
+pub mod tune_cmd;

@@ -71,6 +71,29 @@ pub struct Client {
     target: TargetSpec,
     /// `target.model` as a JSON string literal, written once rather than per request.
     model_json: String,
+    /// Give up on a request once it can no longer meet these SLO bounds (see
+    /// [`Client::with_slo_deadline`]).
+    slo_deadline: Option<SloDeadline>,
+}
+
+/// Per-request deadline from SLO bounds: a request asking for `n` tokens is abandoned (as a
+/// timeout) after `ttft + tpot·(n − 1) + grace`, the moment it can no longer meet either bound.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SloDeadline {
+    /// Time-to-first-token bound, seconds.
+    pub ttft_s: f64,
+    /// Time-per-output-token bound, seconds.
+    pub tpot_s: f64,
+    /// Slack on top, seconds.
+    pub grace_s: f64,
+}
+
+impl SloDeadline {
+    /// The deadline of a request for `output_tokens` tokens.
+    pub fn for_output(&self, output_tokens: usize) -> Duration {
+        let s = self.ttft_s + self.tpot_s * output_tokens.saturating_sub(1) as f64 + self.grace_s;
+        Duration::from_secs_f64(s.max(0.001))
+    }
 }
 
 /// A client that cannot be built (TLS backend, resolver).
@@ -95,7 +118,15 @@ impl Client {
             .build()?;
         let url = target.completions_url();
         let model_json = json_string(&target.model);
-        Ok(Self { http, url, target, model_json })
+        Ok(Self { http, url, target, model_json, slo_deadline: None })
+    }
+
+    /// Abandons each request once it can no longer meet `deadline`'s bounds (it is recorded
+    /// as a timeout): a tuner measuring goodput loses nothing by it, and an overloaded
+    /// candidate's run ends in bounded time instead of draining a long queue.
+    pub fn with_slo_deadline(mut self, deadline: SloDeadline) -> Self {
+        self.slo_deadline = Some(deadline);
+        self
     }
 
     /// Sends `req` (intended at `intended_s` on `clock`) as a streaming completion with
@@ -116,11 +147,14 @@ impl Client {
             max_tokens: req.output_tokens,
             ..RequestRecord::default()
         };
-        let request = self
+        let mut request = self
             .http
             .post(&self.url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
+        if let Some(deadline) = &self.slo_deadline {
+            request = request.timeout(deadline.for_output(req.output_tokens));
+        }
         rec.sent_s = clock.now_s();
         let outcome = match request.send().await {
             Ok(response) => read_response(response, &mut rec, clock).await,

@@ -15,7 +15,7 @@ pub mod search;
 pub mod sse;
 pub mod target;
 
-pub use client::{Client, RunClock, TargetSpec};
+pub use client::{Client, RunClock, SloDeadline, TargetSpec};
 pub use metrics::{
     CoView, Distribution, Histograms, LatencySamples, LoadReport, MetricsError, SummaryOptions,
     percentile,

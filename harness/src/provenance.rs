@@ -94,7 +94,7 @@ impl GitInfo {
 }
 
 /// Total memory in bytes, from /proc/meminfo (Linux); `None` elsewhere.
-fn memory_bytes() -> Option<u64> {
+pub fn memory_bytes() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -11,8 +11,8 @@
 //! The quality bound (KL against f32) is the fifth, checked by the study from its cached
 //! measurement per weight format.
 
-use dyno_engine::config::{BatchPolicy, EngineConfig};
 use dyno_engine::ModelConfig;
+use dyno_engine::config::{BatchPolicy, EngineConfig};
 use serde::{Deserialize, Serialize};
 
 /// What the hardware gives a candidate.

@@ -1,5 +1,11 @@
 //! Search space, strategies, hardware profiles, simulator and config emitter.
 
 pub mod constraints;
+pub mod emit;
+pub mod evaluate;
+pub mod kernel_stage;
+pub mod objective;
+pub mod quality;
 pub mod space;
 pub mod strategy;
+pub mod study;

@@ -55,9 +55,10 @@ impl Knob {
     /// Whether the values are numbers in ascending order (neighbours are meaningful).
     pub fn ordered(&self) -> bool {
         self.values.iter().all(Value::is_number)
-            && self.values.windows(2).all(|w| {
-                w[0].as_f64().unwrap_or(f64::NAN) < w[1].as_f64().unwrap_or(f64::NAN)
-            })
+            && self
+                .values
+                .windows(2)
+                .all(|w| w[0].as_f64().unwrap_or(f64::NAN) < w[1].as_f64().unwrap_or(f64::NAN))
     }
 }
 
@@ -87,8 +88,9 @@ impl ConfigSpace {
             other => Err(SpaceError {
                 origin: "--hw".into(),
                 knob: other.into(),
-                reason: "no built-in search space for this hardware (known: cpu); pass --space FILE"
-                    .into(),
+                reason:
+                    "no built-in search space for this hardware (known: cpu); pass --space FILE"
+                        .into(),
             }),
         }
     }
@@ -229,9 +231,8 @@ impl ConfigSpace {
 /// 1, 2, 4, … up to `cores`, and `cores` itself.
 fn auto_threads(cores: usize) -> Vec<Value> {
     let cores = cores.max(1);
-    let mut v: Vec<usize> = std::iter::successors(Some(1usize), |t| Some(t * 2))
-        .take_while(|&t| t < cores)
-        .collect();
+    let mut v: Vec<usize> =
+        std::iter::successors(Some(1usize), |t| Some(t * 2)).take_while(|&t| t < cores).collect();
     v.push(cores);
     v.into_iter().map(|t| Value::Number((t as u64).into())).collect()
 }
@@ -241,8 +242,9 @@ fn to_tree(config: &EngineConfig) -> Value {
 }
 
 fn from_tree(tree: Value, origin: &str) -> Result<EngineConfig, String> {
-    let text = serde_yaml::to_string(&tree).map_err(|e| e.to_string())?;
-    EngineConfig::from_yaml(&text, origin).map_err(|e: ConfigError| e.to_string())
+    let config: EngineConfig = serde_yaml::from_value(tree).map_err(|e| e.to_string())?;
+    config.validate(origin).map_err(|e: ConfigError| e.to_string())?;
+    Ok(config)
 }
 
 /// The `batch` section of `policy` with its defaults.
@@ -276,7 +278,9 @@ fn apply_knob(tree: &mut Value, path: &str, value: &Value) -> Result<(), String>
     if path == "weights" {
         let label = value.as_str().ok_or("expected a weight format label")?;
         let format = WeightFormat::parse(label).ok_or_else(|| {
-            format!("`{label}` is not a weight format (f32, bf16, int8, int4-g32, int4-g64, int4-g128)")
+            format!(
+                "`{label}` is not a weight format (f32, bf16, int8, int4-g32, int4-g64, int4-g128)"
+            )
         })?;
         let mut config: EngineConfig =
             serde_yaml::from_value(tree.clone()).map_err(|e| e.to_string())?;

@@ -1,0 +1,559 @@
+//! `dyno tune` (and the `tune` binary) and `dyno study`: parse, wire the tuner to the engine,
+//! the harness and the store, print.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use dyno_engine::{EngineConfig, ModelConfig};
+use dyno_harness::provenance::{GitInfo, GitOverrides, memory_bytes};
+use dyno_kernels::tune::{KernelCache, default_cache_path};
+use dyno_tuner::constraints::Limits;
+use dyno_tuner::emit::{Provenance, best_config_yaml};
+use dyno_tuner::evaluate::{LoadLevel, MeasuredEvaluator};
+use dyno_tuner::kernel_stage::{KernelStageOptions, tune_kernels};
+use dyno_tuner::objective::Goal;
+use dyno_tuner::quality::{QualityCache, default_path};
+use dyno_tuner::space::ConfigSpace;
+use dyno_tuner::strategy::StrategyKind;
+use dyno_tuner::study::{
+    self, Feasibility, Progress, StudyReport, StudySettings, WorkerOptions, this_worker,
+};
+use dyno_workloads::{LoadOverrides, Slo, Workload};
+
+use crate::record_args::{DbArgs, block_on};
+
+/// Arguments of `dyno tune` (and of the `tune` binary).
+#[derive(Debug, Args)]
+pub struct TuneArgs {
+    /// Hardware target: `cpu` (this machine, measured).
+    #[arg(long, default_value = "cpu")]
+    pub hw: String,
+    /// Model preset or model YAML file.
+    #[arg(long, default_value = "mixtral-mini")]
+    pub model: String,
+    /// Workload preset or YAML file.
+    #[arg(long, default_value = "chat")]
+    pub workload: String,
+    /// SLO bounds replacing the workload's: `ttft_p99_ms=2000,tpot_p99_ms=150[,e2el_p99_ms=..]`.
+    #[arg(long, value_name = "BOUNDS")]
+    pub slo: Option<String>,
+    /// Search strategy: grid, random, lhs, tpe, halving.
+    #[arg(long, default_value = "tpe")]
+    pub strategy: StrategyKind,
+    /// Trials at most (the baseline trial included).
+    #[arg(long, default_value_t = 40)]
+    pub budget: usize,
+    /// Stop proposing after this many minutes.
+    #[arg(long, value_name = "MIN")]
+    pub time_budget_min: Option<f64>,
+    /// Stop after this many full-fidelity trials in a row without a 1% improvement (0: never)
+    /// [default: half the budget, at least 8].
+    #[arg(long)]
+    pub patience: Option<usize>,
+    /// Seed of the strategy.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// What to maximize: goodput (good requests/s) or throughput (output tokens/s).
+    #[arg(long, default_value = "goodput")]
+    pub objective: Goal,
+    /// Measure every trial at this open-loop rate (req/s) instead of searching, per trial, for
+    /// the highest rate that meets the SLOs.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Measured requests per full-fidelity load test.
+    #[arg(long, default_value_t = 24)]
+    pub requests: usize,
+    /// Largest mean KL divergence against f32 a weight format may have, nats.
+    #[arg(long, default_value_t = 0.05)]
+    pub max_kl: f64,
+    /// Search-space YAML [default: the built-in space of --hw].
+    #[arg(long)]
+    pub space: Option<PathBuf>,
+    /// Engine config every knob outside the space comes from, and the baseline trial
+    /// [default: the engine's defaults].
+    #[arg(long)]
+    pub base_config: Option<PathBuf>,
+    /// Memory the engine may use, GiB [default: 80% of this machine's].
+    #[arg(long)]
+    pub memory_gib: Option<f64>,
+    /// Cores the engine may use [default: all].
+    #[arg(long)]
+    pub cores: Option<usize>,
+    /// Skip the kernel level (no kernel tiles tuned before the system trials).
+    #[arg(long)]
+    pub no_kernels: bool,
+    /// Study name (a new study; with --resume or --worker, an existing one).
+    #[arg(long)]
+    pub study: Option<String>,
+    /// Continue the study named by --study, rerunning no finished trial.
+    #[arg(long, requires = "study")]
+    pub resume: bool,
+    /// Join the study named by --study as one more worker (several processes sharing one
+    /// PostgreSQL database split its trials).
+    #[arg(long, requires = "study")]
+    pub worker: bool,
+    /// Write the best config here instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// A load test is invalid when its p99 schedule lag exceeds this, ms.
+    #[arg(long, default_value_t = 10.0)]
+    pub max_lag_ms: f64,
+    /// The results database.
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+/// `dyno study ...`.
+#[derive(Debug, Args)]
+pub struct StudyArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: StudyCommand,
+}
+
+/// Study subcommands.
+#[derive(Debug, Subcommand)]
+pub enum StudyCommand {
+    /// Print a study's trials, Pareto frontier and best config.
+    Show {
+        /// Study name.
+        name: String,
+        /// Print the report as JSON instead.
+        #[arg(long)]
+        json: bool,
+        /// The results database.
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// List the studies in the database.
+    List {
+        /// The results database.
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+fn parse_slo(text: &str, mut slo: Slo) -> Result<Slo> {
+    for part in text.split(',').filter(|p| !p.trim().is_empty()) {
+        let (key, value) =
+            part.split_once('=').with_context(|| format!("--slo: `{part}` is not KEY=VALUE"))?;
+        let v: f64 =
+            value.trim().parse().ok().filter(|v: &f64| v.is_finite() && *v > 0.0).with_context(
+                || format!("--slo: {key} = `{value}` is not a positive number of ms"),
+            )?;
+        match key.trim() {
+            "ttft_p99_ms" => slo.ttft_p99_ms = Some(v),
+            "tpot_p99_ms" => slo.tpot_p99_ms = Some(v),
+            "e2el_p99_ms" => slo.e2el_p99_ms = Some(v),
+            other => {
+                bail!("--slo: unknown bound `{other}` (ttft_p99_ms, tpot_p99_ms, e2el_p99_ms)")
+            }
+        }
+    }
+    Ok(slo)
+}
+
+fn hardware_line(cores: usize) -> String {
+    let id = dyno_kernels::machine::MachineId::detect();
+    format!("cpu: {}, {cores} cores, {}", id.cpu_model, id.isa)
+}
+
+/// Runs `dyno tune`.
+pub fn run_tune(args: TuneArgs) -> Result<()> {
+    if args.hw != "cpu" {
+        bail!(
+            "--hw {}: only `cpu` (this machine, measured) is supported so far; simulated targets (h100, a100, ...) come with the hardware profiles",
+            args.hw
+        );
+    }
+    if args.budget == 0 {
+        bail!("--budget 0: a study needs at least one trial");
+    }
+    if let Some(r) = args.rate
+        && !(r.is_finite() && r > 0.0)
+    {
+        bail!("--rate {r}: must be a positive number of requests per second");
+    }
+    if !(args.max_kl.is_finite() && args.max_kl >= 0.0) {
+        bail!("--max-kl {}: must be ≥ 0", args.max_kl);
+    }
+    let model = ModelConfig::resolve(&args.model)?;
+    let mut workload = Workload::load(&args.workload)?;
+    if let Some(text) = &args.slo {
+        workload.slo = parse_slo(text, workload.slo)?;
+    }
+    if workload.slo.is_empty() && args.objective == Goal::Goodput {
+        bail!(
+            "workload `{}` has no SLOs: goodput needs them (--slo ttft_p99_ms=..,tpot_p99_ms=..)",
+            workload.name
+        );
+    }
+    let cores = args.cores.unwrap_or_else(dyno_kernels::threads::available).max(1);
+    let space = match &args.space {
+        Some(p) => ConfigSpace::from_file(p, cores)?,
+        None => ConfigSpace::builtin(&args.hw, cores)?,
+    };
+    let mut base = match &args.base_config {
+        Some(p) => EngineConfig::from_yaml_file(p)?,
+        None => EngineConfig { threads: cores, ..EngineConfig::default() },
+    };
+    base.validate_for(&model, "base config")?;
+    let memory = match args.memory_gib {
+        Some(g) if g.is_finite() && g > 0.0 => (g * f64::from(1u32 << 30)) as u64,
+        Some(g) => bail!("--memory-gib {g}: must be positive"),
+        None => memory_bytes().map_or(8 << 30, |b| b / 5 * 4),
+    };
+    let plan =
+        workload.plan(&LoadOverrides { requests: Some(args.requests), ..Default::default() })?;
+    let max_prompt = (0..plan.max_requests.unwrap_or(plan.arrivals_s.len()))
+        .map(|i| plan.request(i).prompt.len())
+        .max()
+        .unwrap_or(0);
+    let level = match args.rate {
+        Some(rate) => LoadLevel::FixedRate { rate },
+        None => LoadLevel::MaxRateUnderSlo {
+            start_rate: workload.arrival.rate().unwrap_or(1.0).min(0.25),
+            tolerance: 0.15,
+            max_probes: 6,
+        },
+    };
+
+    block_on(async move {
+        let store = args.db.open().await?;
+        eprintln!(
+            "dyno tune: {} on {}, workload {}, results in {}",
+            model.name,
+            hardware_line(cores),
+            workload.name,
+            args.db.shown()
+        );
+        if !args.no_kernels {
+            eprintln!(
+                "kernel level: tuning f32 GEMM tiles per op and attention tiles ({} threads)",
+                base.threads
+            );
+            let mut cache = KernelCache::load(default_cache_path())?;
+            let started = Instant::now();
+            let (tuned, _) =
+                tune_kernels(&model, &base, &KernelStageOptions::default(), &mut cache, |c| {
+                    eprintln!(
+                        "  {:<12} {:<22} {:>6}  ({} measured, {} cached)",
+                        c.op,
+                        c.shape,
+                        c.speedup.map_or("-".into(), |s| format!("{s:.2}×")),
+                        c.measured,
+                        c.cached
+                    );
+                })
+                .map_err(anyhow::Error::msg)?;
+            eprintln!("  kernel level done in {:.1} s", started.elapsed().as_secs_f64());
+            base = tuned;
+        }
+        let settings = StudySettings {
+            hw: args.hw.clone(),
+            model: model.name.clone(),
+            workload: workload.name.clone(),
+            strategy: args.strategy,
+            budget: args.budget,
+            seed: args.seed,
+            goal: args.objective,
+            level,
+            requests: args.requests,
+            max_kl: args.max_kl,
+            limits: Limits { memory_bytes: memory, cores, max_prompt_tokens: max_prompt },
+            space,
+            base,
+        };
+        let mut quality = QualityCache::load(&default_path()).map_err(anyhow::Error::msg)?;
+        eprintln!(
+            "quality: KL against f32 per weight format (cached in {})",
+            default_path().display()
+        );
+        let kl = study::formats_kl(&settings, &model, &mut quality);
+        let mut formats: Vec<_> = kl.iter().collect();
+        formats.sort_by(|a, b| a.0.cmp(b.0));
+        for (f, v) in formats {
+            match v {
+                Ok(v) if *v > settings.max_kl => {
+                    eprintln!("  {f:<10} {v:.2e} nats  over the bound: pruned")
+                }
+                Ok(v) => eprintln!("  {f:<10} {v:.2e} nats  ok"),
+                Err(e) => eprintln!("  {f:<10} cannot hold the model: {e}"),
+            }
+        }
+        let feasible = Feasibility::new(&settings, &model, kl);
+        let pruned = feasible.pruning_summary();
+        let name = args.study.clone().unwrap_or_else(|| {
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            format!("{}-{}-{}-{secs}", settings.model, settings.workload, settings.hw)
+        });
+        let (study_row, created) =
+            study::open(&store, &name, &settings, &pruned, args.resume || args.worker).await?;
+        eprintln!(
+            "study `{}` (id {}){}: {} strategy, budget {}, space of {} points",
+            study_row.name,
+            study_row.id,
+            if created { "" } else { ", continued" },
+            settings.strategy,
+            settings.budget,
+            settings.space.size()
+        );
+        if let Some(p) = &pruned {
+            for (_, n, example) in p {
+                eprintln!("  pruned {n:>6} points, e.g. {example}");
+            }
+        }
+        let evaluator = MeasuredEvaluator {
+            model: model.clone(),
+            workload: workload.clone(),
+            requests: args.requests,
+            level,
+            max_lag_s: args.max_lag_ms / 1e3,
+            trial_timeout: Duration::from_secs(1200),
+        };
+        let opts = WorkerOptions {
+            worker: this_worker(),
+            time_budget: args.time_budget_min.map(|m| Duration::from_secs_f64(m * 60.0)),
+            patience: args.patience.unwrap_or((args.budget / 2).max(8)),
+            poll: Duration::from_secs(2),
+        };
+        let started = Instant::now();
+        let budget = settings.budget;
+        let summary = study::run_worker(&store, &study_row, &settings, &feasible, &evaluator, &opts, |p| match p {
+            Progress::Started { number, knobs, fidelity } => {
+                let knobs: Vec<String> = knobs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                eprintln!("trial {number} (fidelity {fidelity:.2}): {}", knobs.join(" "));
+            }
+            Progress::Finished { number, result, best, done } => {
+                let what = match result {
+                    Ok(m) => format!(
+                        "{} {:.3} at {:.3} req/s (p99 TTFT {:.0} ms, TPOT {:.1} ms, {} load tests)",
+                        settings.goal,
+                        m.score(settings.goal),
+                        m.rate,
+                        m.ttft_p99_ms,
+                        m.tpot_p99_ms,
+                        m.load_tests
+                    ),
+                    Err(e) => format!("failed: {e}"),
+                };
+                eprintln!(
+                    "  [{done}/{budget}] trial {number}: {what}; best {}; {:.0} s elapsed",
+                    best.map_or("-".into(), |b| format!("{b:.3}")),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        })
+        .await?;
+        let trials = store.trials(study_row.id).await?;
+        let report = study::report(&study_row, &settings, &trials);
+        if !trials.iter().any(|t| {
+            matches!(
+                t.status,
+                dyno_results::store::TrialStatus::Pending
+                    | dyno_results::store::TrialStatus::Running
+            )
+        }) {
+            study::finish(&store, &study_row).await?;
+        }
+        eprintln!(
+            "stopped: {} after {} trials measured here in {:.0} s{}",
+            summary.stop,
+            summary.measured,
+            started.elapsed().as_secs_f64(),
+            if summary.requeued > 0 {
+                format!(" ({} requeued from dead workers)", summary.requeued)
+            } else {
+                String::new()
+            }
+        );
+        print_summary(&report);
+        emit(&report, &trials, cores, args.out.as_deref())
+    })?
+}
+
+fn emit(
+    report: &StudyReport,
+    trials: &[dyno_results::store::Trial],
+    cores: usize,
+    out: Option<&std::path::Path>,
+) -> Result<()> {
+    let Some(config) = report.best_config(trials) else {
+        bail!("study `{}`: no trial finished, so there is no best config", report.name);
+    };
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let commit = GitInfo::detect(&cwd, &GitOverrides::default()).ok().map(|g| g.commit.sha);
+    let provenance = Provenance {
+        hardware: hardware_line(cores),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        commit,
+    };
+    let yaml =
+        best_config_yaml(report, &config, &provenance).context("the best trial has no metrics")?;
+    match out {
+        Some(path) => {
+            std::fs::write(path, &yaml).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("best config written to {}", path.display());
+        }
+        None => {
+            std::io::stdout().write_all(yaml.as_bytes())?;
+        }
+    }
+    Ok(())
+}
+
+/// The human summary: the trials table, the frontier, the best and the baseline.
+fn print_summary(report: &StudyReport) {
+    eprint!("{}", render_report(report));
+}
+
+/// The study report as text.
+pub fn render_report(report: &StudyReport) -> String {
+    use std::fmt::Write as _;
+    let goal = report.settings.goal;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "study `{}` (id {}): {} on {}, {} strategy",
+        report.name, report.id, report.settings.model, report.settings.hw, report.settings.strategy
+    );
+    let knob_names: Vec<String> =
+        report.settings.space.knobs.iter().map(|k| k.path.clone()).collect();
+    let _ = writeln!(
+        s,
+        "{:>4} {:<10} {:>5} {:>9} {:>8} {:>9} {:>9}  knobs ({})",
+        "#",
+        "status",
+        "fid",
+        goal.to_string(),
+        "rate",
+        "TTFT p99",
+        "TPOT p99",
+        knob_names.join(", ")
+    );
+    for (i, t) in report.trials.iter().enumerate() {
+        let mark = if Some(i) == report.best {
+            "*"
+        } else if t.baseline {
+            "b"
+        } else {
+            " "
+        };
+        let values: Vec<&str> =
+            knob_names.iter().map(|k| t.knobs.get(k).map_or("-", String::as_str)).collect();
+        let (score, rate, ttft, tpot) = match &t.metrics {
+            Some(m) => (
+                format!("{:.3}", m.score(goal)),
+                format!("{:.3}", m.rate),
+                format!("{:.0}", m.ttft_p99_ms),
+                format!("{:.1}", m.tpot_p99_ms),
+            ),
+            None => ("-".into(), "-".into(), "-".into(), "-".into()),
+        };
+        let _ = writeln!(
+            s,
+            "{:>3}{mark} {:<10} {:>5.2} {score:>9} {rate:>8} {ttft:>9} {tpot:>9}  {}{}",
+            t.number,
+            t.status.to_string(),
+            t.fidelity,
+            values.join(" "),
+            t.error.as_deref().map(|e| format!("  ({e})")).unwrap_or_default()
+        );
+    }
+    let _ = writeln!(
+        s,
+        "pareto frontier (output tok/s ↑, p99 TTFT ↓, p99 TPOT ↓): trials {}",
+        report
+            .frontier
+            .iter()
+            .map(|&i| report.trials[i].number.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for &i in &report.frontier {
+        if let Some(m) = &report.trials[i].metrics {
+            let _ = writeln!(
+                s,
+                "  trial {:>3}: {:.1} tok/s, TTFT p99 {:.0} ms, TPOT p99 {:.1} ms",
+                report.trials[i].number, m.output_throughput, m.ttft_p99_ms, m.tpot_p99_ms
+            );
+        }
+    }
+    match (report.best, report.baseline) {
+        (Some(b), base) => {
+            let best = &report.trials[b];
+            let _ = write!(
+                s,
+                "best: trial {} with {goal} {:.3}",
+                best.number,
+                best.score.unwrap_or(0.0)
+            );
+            if let (Some(r), Some(bi)) = (report.ratio_to_baseline(), base) {
+                let _ = write!(
+                    s,
+                    " = {r:.2}× the default config (trial {}: {:.3})",
+                    report.trials[bi].number,
+                    report.trials[bi].score.unwrap_or(0.0)
+                );
+            }
+            if let Some(n) = report.trials_to_95 {
+                let _ = write!(s, "; 95% of it reached after {n} trials");
+            }
+            let _ = writeln!(s);
+        }
+        (None, _) => {
+            let _ = writeln!(s, "best: none yet (no full-fidelity trial finished)");
+        }
+    }
+    s
+}
+
+/// Runs `dyno study ...`.
+pub fn run_study(args: StudyArgs) -> Result<()> {
+    match args.command {
+        StudyCommand::Show { name, json, db } => block_on(async move {
+            let store = db.open().await?;
+            let Some(study_row) = store.study_by_name(&name).await? else {
+                bail!("no study named `{name}` in {}", db.shown());
+            };
+            let settings: StudySettings = serde_json::from_value(study_row.settings.clone())
+                .with_context(|| format!("study `{name}` was not created by `dyno tune`"))?;
+            let trials = store.trials(study_row.id).await?;
+            let report = study::report(&study_row, &settings, &trials);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                return Ok(());
+            }
+            print!("{}", render_report(&report));
+            if let Some(c) = report.best_config(&trials) {
+                println!("best config:\n{}", c.to_yaml());
+            }
+            Ok(())
+        })?,
+        StudyCommand::List { db } => block_on(async move {
+            let store = db.open().await?;
+            println!(
+                "{:>4} {:<40} {:<10} {:>7} {:>7} {:>7}",
+                "id", "name", "status", "trials", "done", "failed"
+            );
+            for s in store.studies().await? {
+                let c = s.trials;
+                println!(
+                    "{:>4} {:<40} {:<10} {:>7} {:>7} {:>7}",
+                    s.id,
+                    s.name,
+                    s.status.as_str(),
+                    c.total(),
+                    c.completed,
+                    c.failed
+                );
+            }
+            Ok(())
+        })?,
+    }
+}

@@ -1,0 +1,84 @@
+//! The tuner's output: the best config as engine-config YAML (what `dyno serve --config`
+//! reads, unchanged) under a comment header that says where it came from and what it achieved.
+
+use dyno_engine::EngineConfig;
+
+use crate::evaluate::LoadLevel;
+use crate::study::StudyReport;
+
+/// Where the emitted figures come from, for the header.
+#[derive(Debug, Clone)]
+pub struct Provenance {
+    /// The hardware, in words (`cpu: AMD EPYC 7B13, 2 cores`).
+    pub hardware: String,
+    /// dyno's version.
+    pub version: String,
+    /// The commit dyno was built from, if known.
+    pub commit: Option<String>,
+}
+
+/// The best config of `report` as YAML with its header; `None` when no trial has finished.
+pub fn best_config_yaml(
+    report: &StudyReport,
+    config: &EngineConfig,
+    provenance: &Provenance,
+) -> Option<String> {
+    let best = &report.trials[report.best?];
+    let m = best.metrics.as_ref()?;
+    let s = &report.settings;
+    let load = match s.level {
+        LoadLevel::FixedRate { rate } => {
+            format!("open loop at {rate} req/s, {} requests", s.requests)
+        }
+        LoadLevel::MaxRateUnderSlo { .. } => {
+            format!(
+                "highest open-loop rate meeting the SLOs ({:.3} req/s), {} requests per run",
+                m.rate, s.requests
+            )
+        }
+    };
+    let baseline = match report.ratio_to_baseline() {
+        Some(r) => {
+            let b = report.trials[report.baseline?].score.unwrap_or(0.0);
+            format!("{r:.2}× the default config's {b:.3}")
+        }
+        None => "the default config was not measured".into(),
+    };
+    let mut out = String::new();
+    let mut line = |l: String| {
+        out.push_str("# ");
+        out.push_str(&l);
+        out.push('\n');
+    };
+    line(format!("dyno tune: the best config found for {} on {}", s.model, provenance.hardware));
+    line(format!("workload: {} ({load})", s.workload));
+    line(format!(
+        "objective: maximize {} subject to the workload's SLOs and KL ≤ {} nats against f32",
+        s.goal, s.max_kl
+    ));
+    line(format!(
+        "achieved: {} {:.3} ({baseline}); goodput {:.3} req/s, output {:.1} tok/s",
+        s.goal,
+        best.score.unwrap_or(0.0),
+        m.goodput,
+        m.output_throughput
+    ));
+    line(format!(
+        "          p99 TTFT {:.0} ms, p99 TPOT {:.1} ms, SLO attainment {:.0}%, KL {:.4} nats",
+        m.ttft_p99_ms,
+        m.tpot_p99_ms,
+        m.slo_attainment * 100.0,
+        m.kl
+    ));
+    line(format!(
+        "figures: measured on this machine; trial {} of study `{}` (id {}), {} strategy, seed {}",
+        best.number, report.name, report.id, s.strategy, s.seed
+    ));
+    line(format!(
+        "dyno {}{}",
+        provenance.version,
+        provenance.commit.as_deref().map(|c| format!(", commit {c}")).unwrap_or_default()
+    ));
+    out.push_str(&config.to_yaml());
+    Some(out)
+}

@@ -1,0 +1,173 @@
+//! Evaluators: how a candidate config becomes [`TrialMetrics`].
+//!
+//! [`MeasuredEvaluator`] starts the reference engine with the candidate on this machine and
+//! load-tests it through the harness over loopback HTTP, at a fixed open-loop rate or at the
+//! highest rate that meets the workload's SLOs. The simulator (issue 7) will be a second
+//! [`Evaluator`] beside it, returning the same metrics.
+
+use std::future::Future;
+use std::time::Duration;
+
+use dyno_engine::{EngineConfig, ModelConfig};
+use dyno_harness::client::{Client, SloDeadline};
+use dyno_harness::load::measure;
+use dyno_harness::metrics::SummaryOptions;
+use dyno_harness::runner::RunOptions;
+use dyno_harness::search::{SearchOptions, max_rate_under_slo};
+use dyno_harness::target::Target;
+use dyno_workloads::{LoadOverrides, Workload};
+use serde::{Deserialize, Serialize};
+
+use crate::objective::TrialMetrics;
+
+/// Turns a candidate config into metrics.
+pub trait Evaluator: Sync {
+    /// Measures (or predicts) `config` at `fidelity` (the fraction of a full trial's requests,
+    /// in (0, 1]). `rate_hint` is the best rate found so far, where a rate search may start.
+    /// An error is the trial's failure reason.
+    fn evaluate(
+        &self,
+        config: &EngineConfig,
+        fidelity: f64,
+        rate_hint: Option<f64>,
+    ) -> impl Future<Output = Result<TrialMetrics, String>> + Send;
+}
+
+/// At which load a trial measures.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "mode")]
+pub enum LoadLevel {
+    /// One open-loop run at this rate (requests per second): goodput at that offered load.
+    FixedRate {
+        /// Requests per second.
+        rate: f64,
+    },
+    /// The highest open-loop rate that meets the SLOs (double, then bisect to `tolerance`),
+    /// and the figures at that rate.
+    MaxRateUnderSlo {
+        /// Where the first search starts, requests per second (later ones start at the best
+        /// rate found so far).
+        start_rate: f64,
+        /// Stop bisecting when the bracket is within this fraction.
+        tolerance: f64,
+        /// Load tests per trial at most.
+        max_probes: usize,
+    },
+}
+
+/// The reference engine on this machine, load-tested through the harness.
+#[derive(Debug, Clone)]
+pub struct MeasuredEvaluator {
+    /// The model.
+    pub model: ModelConfig,
+    /// The request stream and its SLOs.
+    pub workload: Workload,
+    /// Measured requests of a full-fidelity load test.
+    pub requests: usize,
+    /// At which load.
+    pub level: LoadLevel,
+    /// A run whose client lagged its schedule by more than this (p99, seconds) is invalid.
+    pub max_lag_s: f64,
+    /// A whole trial (engine start and every load test) is abandoned after this long.
+    pub trial_timeout: Duration,
+}
+
+impl MeasuredEvaluator {
+    /// Requests of one load test at `fidelity` (at least 4).
+    pub fn requests_at(&self, fidelity: f64) -> usize {
+        ((self.requests as f64 * fidelity).round() as usize).max(4)
+    }
+
+    async fn run(
+        &self,
+        config: &EngineConfig,
+        fidelity: f64,
+        rate_hint: Option<f64>,
+    ) -> Result<TrialMetrics, String> {
+        let target = Target::Builtin {
+            model: self.model.clone(),
+            config: Box::new(config.clone()),
+            checkpoint: None,
+        };
+        let running = target.start().await.map_err(|e| format!("engine: {e}"))?;
+        let slo = &self.workload.slo;
+        // Requests that can no longer meet the SLOs are abandoned: goodput loses nothing,
+        // and an overloaded candidate's run ends in bounded time.
+        let mut client = Client::new(running.spec.clone(), 256, self.trial_timeout)
+            .map_err(|e| e.to_string())?;
+        if let (Some(ttft), Some(tpot)) = (slo.ttft_p99_ms, slo.tpot_p99_ms) {
+            client = client.with_slo_deadline(SloDeadline {
+                ttft_s: ttft / 1e3,
+                tpot_s: tpot / 1e3,
+                grace_s: 1.0,
+            });
+        }
+        let requests = self.requests_at(fidelity);
+        let summary = SummaryOptions { max_lag_s: self.max_lag_s };
+        let run = RunOptions::default();
+        let at = |rate: f64| LoadOverrides {
+            rate: Some(rate),
+            concurrency: None,
+            requests: Some(requests),
+            duration_s: None,
+        };
+        let once = async |rate: f64| {
+            let report = measure(&client, &self.workload, &at(rate), &run, &summary)
+                .await
+                .map_err(|e| e.to_string())?;
+            if !report.valid {
+                return Err(format!(
+                    "invalid run at {rate:.3} req/s: {}",
+                    report.invalid_reason.clone().unwrap_or_default()
+                ));
+            }
+            Ok::<_, String>(report)
+        };
+        match self.level {
+            LoadLevel::FixedRate { rate } => {
+                let report = once(rate).await?;
+                Ok(TrialMetrics::from_report(&report, rate, 1, 0.0))
+            }
+            LoadLevel::MaxRateUnderSlo { start_rate, tolerance, max_probes } => {
+                let opts = SearchOptions {
+                    start_rate: rate_hint.unwrap_or(start_rate),
+                    tolerance,
+                    max_probes,
+                    ..SearchOptions::default()
+                };
+                let search = max_rate_under_slo(&opts, |rate| {
+                    let once = &once;
+                    async move {
+                        let report = once(rate).await?;
+                        let passed = report.slo_met.unwrap_or(true);
+                        Ok::<_, String>((passed, report))
+                    }
+                })
+                .await?;
+                let probes = search.probes.len();
+                // The best passing rate; when none passed, the lowest rate tried (its goodput
+                // is what the candidate manages at all).
+                let chosen = search
+                    .best()
+                    .or_else(|| search.probes.iter().min_by(|a, b| a.rate.total_cmp(&b.rate)));
+                let probe = chosen.ok_or("the rate search ran no load test")?;
+                Ok(TrialMetrics::from_report(&probe.result, probe.rate, probes, 0.0))
+            }
+        }
+    }
+}
+
+impl Evaluator for MeasuredEvaluator {
+    async fn evaluate(
+        &self,
+        config: &EngineConfig,
+        fidelity: f64,
+        rate_hint: Option<f64>,
+    ) -> Result<TrialMetrics, String> {
+        match tokio::time::timeout(self.trial_timeout, self.run(config, fidelity, rate_hint)).await
+        {
+            Ok(result) => result,
+            Err(_) => Err(format!("timeout: the trial ran past {:?}", self.trial_timeout)),
+        }
+    }
+}

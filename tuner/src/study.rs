@@ -1,0 +1,672 @@
+//! A tuning study: the loop that asks a strategy for trials, measures them and commits each to
+//! the store as it finishes.
+//!
+//! The store is the study's only memory. A worker claims a queued trial if there is one
+//! (under a row lock, `SKIP LOCKED` on PostgreSQL), otherwise reads the history, asks the
+//! strategy for the next trial and queues it (a unique key per point and fidelity, so two
+//! workers that ask at once queue it once), then claims again. Strategies are pure functions
+//! of the history, so a killed study resumes where it stopped and several processes sharing
+//! one PostgreSQL study split its trials between them.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use dyno_engine::{EngineConfig, ModelConfig, WeightFormat};
+use dyno_results::store::{
+    NewTrial, RunStatus, Store, StoreError, Study, StudyInfo, Trial, TrialOutcome, TrialStatus,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::constraints::{self, Limits, reason_kind};
+use crate::evaluate::{Evaluator, LoadLevel};
+use crate::objective::{Goal, TrialMetrics, pareto_frontier};
+use crate::space::ConfigSpace;
+use crate::strategy::{self, Context, Observation, Outcome, Point, Proposal, StrategyKind};
+
+/// Everything that defines a study; stored with it, and a resumed or joining worker must
+/// bring the same.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StudySettings {
+    /// Hardware target (`cpu`).
+    pub hw: String,
+    /// Model name.
+    pub model: String,
+    /// Workload name.
+    pub workload: String,
+    /// Search strategy.
+    pub strategy: StrategyKind,
+    /// Trials at most (queued infeasible points are never counted: strategies skip them).
+    pub budget: usize,
+    /// Seed of the strategy.
+    pub seed: u64,
+    /// What is maximized.
+    pub goal: Goal,
+    /// At which load each trial measures.
+    pub level: LoadLevel,
+    /// Measured requests of a full-fidelity trial.
+    pub requests: usize,
+    /// Largest mean KL divergence against f32 a weight format may have, nats.
+    pub max_kl: f64,
+    /// Memory, cores and the workload's longest prompt.
+    pub limits: Limits,
+    /// The space searched.
+    pub space: ConfigSpace,
+    /// The config every knob not in the space is taken from; also the baseline trial.
+    pub base: EngineConfig,
+}
+
+/// How one worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Who this is, as stored with claimed trials (`host:pid`).
+    pub worker: String,
+    /// Stop proposing after this long.
+    pub time_budget: Option<Duration>,
+    /// Stop when this many finished full-fidelity trials in a row did not improve the best
+    /// by more than 1% (0: never).
+    pub patience: usize,
+    /// How long to wait between looks at a study whose remaining trials other workers hold.
+    pub poll: Duration,
+}
+
+/// A finished trial as the report shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrialRow {
+    /// Trial number.
+    pub number: i64,
+    /// Status.
+    pub status: TrialStatus,
+    /// Fidelity.
+    pub fidelity: f64,
+    /// The knobs' values.
+    pub knobs: BTreeMap<String, String>,
+    /// Figures, if measured.
+    pub metrics: Option<TrialMetrics>,
+    /// The score, if measured.
+    pub score: Option<f64>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Whether this is the baseline (the base config).
+    pub baseline: bool,
+}
+
+/// What a study found so far.
+#[derive(Debug, Clone, Serialize)]
+pub struct StudyReport {
+    /// Study id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// Settings.
+    pub settings: StudySettings,
+    /// Every trial in number order.
+    pub trials: Vec<TrialRow>,
+    /// Index into `trials` of the best full-fidelity trial.
+    pub best: Option<usize>,
+    /// Index into `trials` of the baseline trial, once measured.
+    pub baseline: Option<usize>,
+    /// Indices into `trials` of the Pareto frontier (throughput vs p99 TTFT and TPOT) among
+    /// full-fidelity trials.
+    pub frontier: Vec<usize>,
+    /// Trial count (in number order) at which the best so far first reached 95% of the final
+    /// best.
+    pub trials_to_95: Option<usize>,
+    /// Points the constraints ruled out, by reason, with one example reason each.
+    pub pruned: Vec<(String, u64, String)>,
+}
+
+impl StudyReport {
+    /// The best trial's config.
+    pub fn best_config(&self, store_trials: &[Trial]) -> Option<EngineConfig> {
+        let best = &self.trials[self.best?];
+        let t = store_trials.iter().find(|t| t.number == best.number)?;
+        serde_json::from_value(t.config.clone()).ok()
+    }
+
+    /// Best score over baseline score.
+    pub fn ratio_to_baseline(&self) -> Option<f64> {
+        let best = self.trials[self.best?].score?;
+        let base = self.trials[self.baseline?].score?;
+        (base > 0.0).then_some(best / base)
+    }
+}
+
+/// Errors that stop a study.
+#[derive(Debug, thiserror::Error)]
+pub enum StudyError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A study of that name exists with other settings, or may not be continued.
+    #[error("{0}")]
+    Conflict(String),
+    /// Something about the inputs (a stored trial that cannot be read back, the quality
+    /// measurement).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The params JSON stored with a trial.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct TrialParams {
+    point: Point,
+    fidelity: f64,
+    #[serde(default)]
+    baseline: bool,
+    knobs: BTreeMap<String, String>,
+}
+
+fn trial_key(point: &[usize], fidelity: f64) -> String {
+    let text = format!("{point:?}@{fidelity}");
+    let digest = Sha256::digest(text.as_bytes());
+    digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
+}
+
+/// `host:pid` of this process.
+pub fn this_worker() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{host}:{}", std::process::id())
+}
+
+/// Whether `worker` (`host:pid`) is a process on this host that no longer exists.
+fn is_dead_local_worker(worker: &str) -> bool {
+    let Some((host, pid)) = worker.rsplit_once(':') else { return false };
+    let here = this_worker();
+    let here_host = here.rsplit_once(':').map(|(h, _)| h).unwrap_or_default();
+    host == here_host
+        && pid != std::process::id().to_string()
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// A study's feasibility predicate: constraints and the quality bound, memoized per point.
+pub struct Feasibility<'a> {
+    settings: &'a StudySettings,
+    model: &'a ModelConfig,
+    kl: HashMap<String, Result<f64, String>>,
+    memo: RefCell<HashMap<Point, Result<(), String>>>,
+}
+
+impl<'a> Feasibility<'a> {
+    /// The predicate for `settings`, with the KL of each weight format the space uses.
+    pub fn new(
+        settings: &'a StudySettings,
+        model: &'a ModelConfig,
+        kl: HashMap<String, Result<f64, String>>,
+    ) -> Self {
+        Self { settings, model, kl, memo: RefCell::new(HashMap::new()) }
+    }
+
+    /// Why `point` cannot run, or `Ok`.
+    pub fn check(&self, point: &[usize]) -> Result<(), String> {
+        if let Some(r) = self.memo.borrow().get(point) {
+            return r.clone();
+        }
+        let s = self.settings;
+        let verdict = s.space.config(&s.base, point).and_then(|config| {
+            constraints::check(self.model, &config, &s.limits)?;
+            let format = config.weight_format().label();
+            match self.kl.get(&format) {
+                Some(Ok(kl)) if *kl > s.max_kl => Err(format!(
+                    "quality: {format} has KL {kl:.4} nats against f32 > bound {:.4}",
+                    s.max_kl
+                )),
+                Some(Err(e)) => {
+                    Err(format!("weights: {format} cannot hold {}: {e}", self.model.name))
+                }
+                _ => Ok(()),
+            }
+        });
+        self.memo.borrow_mut().insert(point.to_vec(), verdict.clone());
+        verdict
+    }
+
+    /// Every point's verdict, grouped by reason kind: (kind, count, an example reason).
+    /// `None` for spaces too large to enumerate (over 2²⁰ points).
+    pub fn pruning_summary(&self) -> Option<Vec<(String, u64, String)>> {
+        let space = self.settings.space.strategy_space();
+        if strategy::space_size(&space) > 1 << 20 {
+            return None;
+        }
+        let mut by_kind: BTreeMap<String, (u64, String)> = BTreeMap::new();
+        let mut point = vec![0usize; space.dims.len()];
+        loop {
+            if let Err(reason) = self.check(&point) {
+                let e =
+                    by_kind.entry(reason_kind(&reason).to_string()).or_insert((0, reason.clone()));
+                e.0 += 1;
+            }
+            // Next point, last dimension fastest.
+            let mut d = space.dims.len();
+            loop {
+                if d == 0 {
+                    return Some(by_kind.into_iter().map(|(k, (n, ex))| (k, n, ex)).collect());
+                }
+                d -= 1;
+                point[d] += 1;
+                if point[d] < space.dims[d].size {
+                    break;
+                }
+                point[d] = 0;
+            }
+        }
+    }
+}
+
+/// The KL of every weight format `space` can choose, measured or from `cache`; a format the
+/// model cannot be stored in (a group size that does not divide its widths) maps to why.
+pub fn formats_kl(
+    settings: &StudySettings,
+    model: &ModelConfig,
+    cache: &mut crate::quality::QualityCache,
+) -> HashMap<String, Result<f64, String>> {
+    let mut kl = HashMap::new();
+    let formats: Vec<WeightFormat> = match settings.space.knobs.iter().find(|k| k.path == "weights")
+    {
+        Some(k) => {
+            k.values.iter().filter_map(|v| v.as_str().and_then(WeightFormat::parse)).collect()
+        }
+        None => vec![settings.base.weight_format()],
+    };
+    for f in formats {
+        kl.insert(f.label(), cache.kl(model, settings.base.seed, f, settings.base.threads));
+    }
+    kl
+}
+
+/// Opens (or creates) the study `name` with `settings`. An existing study must have the same
+/// settings, and is only continued when `continue_existing` (`--resume` or `--worker`).
+pub async fn open(
+    store: &Store,
+    name: &str,
+    settings: &StudySettings,
+    pruned: &Option<Vec<(String, u64, String)>>,
+    continue_existing: bool,
+) -> Result<(Study, bool), StudyError> {
+    let settings_json =
+        serde_json::to_value(settings).map_err(|e| StudyError::Invalid(e.to_string()))?;
+    let info = StudyInfo {
+        name: name.to_string(),
+        scenario: None,
+        objective: format!(
+            "maximize {} on {} ({}) subject to the workload's SLOs, KL ≤ {}",
+            settings.goal, settings.workload, settings.model, settings.max_kl
+        ),
+        search_space: json!({ "knobs": settings.space.knobs, "pruned": pruned }),
+    };
+    let (study, created) = store.open_study(&info, &settings_json).await?;
+    if !created {
+        if !continue_existing {
+            return Err(StudyError::Conflict(format!(
+                "study `{name}` already exists (id {}); pass --resume to continue it, or --worker to join it",
+                study.id
+            )));
+        }
+        let stored: StudySettings =
+            serde_json::from_value(study.settings.clone()).map_err(|e| {
+                StudyError::Conflict(format!("study `{name}` was not created by this tuner: {e}"))
+            })?;
+        if &stored != settings {
+            let a = serde_json::to_value(&stored).unwrap_or_default();
+            let differs: Vec<String> = settings_json
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, v)| a.get(k.as_str()) != Some(v))
+                .map(|(k, _)| k.clone())
+                .collect();
+            return Err(StudyError::Conflict(format!(
+                "study `{name}` exists with other settings (differs in: {}); use another --study name",
+                differs.join(", ")
+            )));
+        }
+    }
+    Ok((study, created))
+}
+
+fn observations(trials: &[Trial], goal: Goal) -> Vec<Observation> {
+    trials
+        .iter()
+        .filter(|t| t.status != TrialStatus::Infeasible)
+        .filter_map(|t| {
+            let p: TrialParams = serde_json::from_value(t.params.clone()?).ok()?;
+            let outcome = match t.status {
+                TrialStatus::Pending | TrialStatus::Running => Outcome::Pending,
+                TrialStatus::Completed => {
+                    match t
+                        .measured
+                        .clone()
+                        .and_then(|m| serde_json::from_value::<TrialMetrics>(m).ok())
+                    {
+                        Some(m) => Outcome::Value(m.score(goal)),
+                        None => Outcome::Failed,
+                    }
+                }
+                _ => Outcome::Failed,
+            };
+            Some(Observation { point: p.point, fidelity: p.fidelity, outcome })
+        })
+        .collect()
+}
+
+fn new_trial(
+    settings: &StudySettings,
+    point: &[usize],
+    fidelity: f64,
+    baseline: bool,
+) -> Result<NewTrial, String> {
+    let config = settings.space.config(&settings.base, point)?;
+    let params = TrialParams {
+        point: point.to_vec(),
+        fidelity,
+        baseline,
+        knobs: settings.space.describe(point).into_iter().collect(),
+    };
+    Ok(NewTrial {
+        trial_key: trial_key(point, fidelity),
+        params: serde_json::to_value(params).map_err(|e| e.to_string())?,
+        config: serde_json::to_value(config).map_err(|e| e.to_string())?,
+        predicted: None,
+    })
+}
+
+/// What one worker did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerSummary {
+    /// Trials this worker measured.
+    pub measured: usize,
+    /// Trials put back in the queue because their worker had died.
+    pub requeued: u64,
+    /// Why the worker stopped.
+    pub stop: StopReason,
+}
+
+/// Why a worker stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StopReason {
+    /// The budget of trials is spent.
+    #[default]
+    Budget,
+    /// The strategy has nothing left to propose.
+    Exhausted,
+    /// The wall-time budget ran out.
+    Time,
+    /// No improvement for `patience` trials.
+    Stalled,
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StopReason::Budget => "budget spent",
+            StopReason::Exhausted => "space exhausted",
+            StopReason::Time => "time budget spent",
+            StopReason::Stalled => "no improvement (patience)",
+        })
+    }
+}
+
+/// An event for the progress display.
+#[derive(Debug, Clone)]
+pub enum Progress<'a> {
+    /// A trial starts.
+    Started {
+        /// Its number.
+        number: i64,
+        /// Its knobs.
+        knobs: &'a BTreeMap<String, String>,
+        /// Its fidelity.
+        fidelity: f64,
+    },
+    /// A trial finished.
+    Finished {
+        /// Its number.
+        number: i64,
+        /// Score, or the failure.
+        result: &'a Result<TrialMetrics, String>,
+        /// Best full-fidelity score so far.
+        best: Option<f64>,
+        /// Trials counted against the budget so far.
+        done: usize,
+    },
+}
+
+fn best_full_score(trials: &[Trial], goal: Goal) -> Option<f64> {
+    observations(trials, goal)
+        .iter()
+        .filter(|o| o.fidelity >= 1.0)
+        .filter_map(|o| match o.outcome {
+            Outcome::Value(v) => Some(v),
+            _ => None,
+        })
+        .max_by(f64::total_cmp)
+}
+
+/// Whether the last `patience` finished full-fidelity trials all failed to beat the best
+/// before them by more than 1%.
+fn stalled(trials: &[Trial], goal: Goal, patience: usize) -> bool {
+    if patience == 0 {
+        return false;
+    }
+    let values: Vec<f64> = observations(trials, goal)
+        .iter()
+        .filter(|o| o.fidelity >= 1.0)
+        .filter_map(|o| match o.outcome {
+            Outcome::Value(v) => Some(v),
+            Outcome::Failed => Some(f64::NEG_INFINITY),
+            Outcome::Pending => None,
+        })
+        .collect();
+    if values.len() <= patience {
+        return false;
+    }
+    let (before, recent) = values.split_at(values.len() - patience);
+    let best_before = before.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    recent.iter().all(|&v| v <= best_before * 1.01 || !v.is_finite())
+}
+
+/// Runs one worker of study `study` until the budget, the strategy, the time budget or the
+/// patience ends it. Trials of dead local workers are requeued first.
+pub async fn run_worker<E: Evaluator>(
+    store: &Store,
+    study: &Study,
+    settings: &StudySettings,
+    feasible: &Feasibility<'_>,
+    evaluator: &E,
+    opts: &WorkerOptions,
+    mut progress: impl FnMut(Progress<'_>),
+) -> Result<WorkerSummary, StudyError> {
+    let started = Instant::now();
+    let mut summary = WorkerSummary::default();
+    let dead: Vec<String> = store
+        .running_trials(study.id)
+        .await?
+        .into_iter()
+        .filter_map(|t| t.worker)
+        .filter(|w| is_dead_local_worker(w))
+        .collect();
+    if !dead.is_empty() {
+        summary.requeued = store.requeue_trials(study.id, &dead).await?;
+    }
+    // The baseline first: the base config at full fidelity, what results are compared to.
+    if let Some(point) = settings.space.point_of(&settings.base)
+        && feasible.check(&point).is_ok()
+    {
+        let t = new_trial(settings, &point, 1.0, true).map_err(StudyError::Invalid)?;
+        store.enqueue_trial(study.id, &t).await?;
+    }
+    let strategy = strategy::build(settings.strategy);
+    let space = settings.space.strategy_space();
+    let is_feasible = |p: &[usize]| feasible.check(p).is_ok();
+    loop {
+        if let Some(trial) = store.claim_trial(study.id, &opts.worker).await? {
+            let params: TrialParams =
+                trial.params.clone().and_then(|p| serde_json::from_value(p).ok()).ok_or_else(
+                    || StudyError::Invalid(format!("trial {} has no params", trial.number)),
+                )?;
+            let config: EngineConfig = serde_json::from_value(trial.config.clone())
+                .map_err(|e| StudyError::Invalid(format!("trial {}: config: {e}", trial.number)))?;
+            progress(Progress::Started {
+                number: trial.number,
+                knobs: &params.knobs,
+                fidelity: params.fidelity,
+            });
+            let history = store.trials(study.id).await?;
+            let hint = observations(&history, settings.goal)
+                .iter()
+                .zip(history.iter().filter(|t| t.status != TrialStatus::Infeasible))
+                .filter(|(o, _)| matches!(o.outcome, Outcome::Value(_)))
+                .filter_map(|(o, t)| {
+                    let m: TrialMetrics = serde_json::from_value(t.measured.clone()?).ok()?;
+                    Some((o, m))
+                })
+                .max_by(|a, b| a.1.score(settings.goal).total_cmp(&b.1.score(settings.goal)))
+                .map(|(_, m)| m.rate);
+            let mut result = evaluator.evaluate(&config, params.fidelity, hint).await;
+            if let Ok(m) = &mut result {
+                m.kl = match feasible.kl.get(&config.weight_format().label()) {
+                    Some(Ok(kl)) => *kl,
+                    _ => 0.0,
+                };
+            }
+            let outcome = match &result {
+                Ok(m) => TrialOutcome {
+                    status: TrialStatus::Completed,
+                    measured: serde_json::to_value(m).ok(),
+                    error: None,
+                    run: None,
+                },
+                Err(e) => TrialOutcome {
+                    status: TrialStatus::Failed,
+                    measured: None,
+                    error: Some(e.clone()),
+                    run: None,
+                },
+            };
+            store.finish_claimed_trial(trial.id, &opts.worker, &outcome).await?;
+            summary.measured += 1;
+            let history = store.trials(study.id).await?;
+            let done = history.iter().filter(|t| t.status != TrialStatus::Infeasible).count();
+            progress(Progress::Finished {
+                number: trial.number,
+                result: &result,
+                best: best_full_score(&history, settings.goal),
+                done,
+            });
+            continue;
+        }
+        if opts.time_budget.is_some_and(|b| started.elapsed() >= b) {
+            summary.stop = StopReason::Time;
+            break;
+        }
+        let history = store.trials(study.id).await?;
+        let counted = history.iter().filter(|t| t.status != TrialStatus::Infeasible).count();
+        let busy = history.iter().any(|t| t.status == TrialStatus::Running);
+        if stalled(&history, settings.goal, opts.patience) {
+            summary.stop = StopReason::Stalled;
+            break;
+        }
+        let proposal = if counted >= settings.budget {
+            None
+        } else {
+            let ctx = Context {
+                space: &space,
+                feasible: &is_feasible,
+                budget: settings.budget,
+                seed: settings.seed,
+            };
+            Some(strategy.propose(&ctx, &observations(&history, settings.goal)))
+        };
+        match proposal {
+            Some(Proposal::Run { point, fidelity }) => {
+                let t =
+                    new_trial(settings, &point, fidelity, false).map_err(StudyError::Invalid)?;
+                store.enqueue_trial(study.id, &t).await?;
+            }
+            Some(Proposal::Wait) if busy => tokio::time::sleep(opts.poll).await,
+            Some(Proposal::Exhausted | Proposal::Wait) => {
+                summary.stop = StopReason::Exhausted;
+                break;
+            }
+            None if busy => tokio::time::sleep(opts.poll).await,
+            None => {
+                summary.stop = StopReason::Budget;
+                break;
+            }
+        }
+    }
+    Ok(summary)
+}
+
+/// Marks the study finished.
+pub async fn finish(store: &Store, study: &Study) -> Result<(), StudyError> {
+    store.finish_study(study.id, RunStatus::Completed).await?;
+    Ok(())
+}
+
+/// The report of a study from its stored trials.
+pub fn report(study: &Study, settings: &StudySettings, trials: &[Trial]) -> StudyReport {
+    let goal = settings.goal;
+    let rows: Vec<TrialRow> = trials
+        .iter()
+        .map(|t| {
+            let params: Option<TrialParams> =
+                t.params.clone().and_then(|p| serde_json::from_value(p).ok());
+            let metrics: Option<TrialMetrics> =
+                t.measured.clone().and_then(|m| serde_json::from_value(m).ok());
+            TrialRow {
+                number: t.number,
+                status: t.status,
+                fidelity: params.as_ref().map_or(1.0, |p| p.fidelity),
+                knobs: params.as_ref().map(|p| p.knobs.clone()).unwrap_or_default(),
+                score: metrics.as_ref().map(|m| m.score(goal)),
+                metrics,
+                error: t.error.clone(),
+                baseline: params.as_ref().is_some_and(|p| p.baseline),
+            }
+        })
+        .collect();
+    let full: Vec<usize> =
+        (0..rows.len()).filter(|&i| rows[i].fidelity >= 1.0 && rows[i].metrics.is_some()).collect();
+    let best = full
+        .iter()
+        .copied()
+        .max_by(|&a, &b| rows[a].score.unwrap_or(0.0).total_cmp(&rows[b].score.unwrap_or(0.0)));
+    let baseline = rows.iter().position(|r| r.baseline && r.metrics.is_some());
+    let metrics: Vec<TrialMetrics> = full.iter().filter_map(|&i| rows[i].metrics.clone()).collect();
+    let frontier = pareto_frontier(&metrics).into_iter().map(|j| full[j]).collect();
+    let trials_to_95 = best.and_then(|b| {
+        let target = 0.95 * rows[b].score.unwrap_or(0.0);
+        let mut seen = 0;
+        for r in &rows {
+            if r.status == TrialStatus::Infeasible {
+                continue;
+            }
+            seen += 1;
+            if r.fidelity >= 1.0 && r.score.is_some_and(|s| s >= target) {
+                return Some(seen);
+            }
+        }
+        None
+    });
+    let pruned = study
+        .search_space
+        .get("pruned")
+        .and_then(|p| serde_json::from_value(p.clone()).ok())
+        .unwrap_or_default();
+    StudyReport {
+        id: study.id,
+        name: study.name.clone(),
+        settings: settings.clone(),
+        trials: rows,
+        best,
+        baseline,
+        frontier,
+        trials_to_95,
+        pruned,
+    }
+}
