@@ -315,6 +315,7 @@ pub fn run_tune(args: TuneArgs) -> Result<()> {
             level,
             max_lag_s: args.max_lag_ms / 1e3,
             trial_timeout: Duration::from_secs(1200),
+            log: Some(std::sync::Arc::new(|line: &str| eprintln!("    {line}"))),
         };
         let opts = WorkerOptions {
             worker: this_worker(),

@@ -55,8 +55,11 @@ pub enum LoadLevel {
     },
 }
 
+/// Receives one line per load test of a trial (rate, goodput, p99s), for progress displays.
+pub type LoadTestLog = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
 /// The reference engine on this machine, load-tested through the harness.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MeasuredEvaluator {
     /// The model.
     pub model: ModelConfig,
@@ -70,6 +73,21 @@ pub struct MeasuredEvaluator {
     pub max_lag_s: f64,
     /// A whole trial (engine start and every load test) is abandoned after this long.
     pub trial_timeout: Duration,
+    /// Told about every load test as it finishes.
+    pub log: Option<LoadTestLog>,
+}
+
+impl std::fmt::Debug for MeasuredEvaluator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeasuredEvaluator")
+            .field("model", &self.model.name)
+            .field("workload", &self.workload.name)
+            .field("requests", &self.requests)
+            .field("level", &self.level)
+            .field("max_lag_s", &self.max_lag_s)
+            .field("trial_timeout", &self.trial_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl MeasuredEvaluator {
@@ -115,6 +133,16 @@ impl MeasuredEvaluator {
             let report = measure(&client, &self.workload, &at(rate), &run, &summary)
                 .await
                 .map_err(|e| e.to_string())?;
+            if let Some(log) = &self.log {
+                log(&format!(
+                    "load test at {rate:.3} req/s: goodput {:.3} req/s, p99 TTFT {:.0} ms, p99 TPOT {:.1} ms, SLOs {}, {:.0} s",
+                    report.request_goodput.unwrap_or(0.0),
+                    report.ttft.p99 * 1e3,
+                    report.tpot.p99 * 1e3,
+                    if report.slo_met == Some(false) { "missed" } else { "met" },
+                    report.duration_s
+                ));
+            }
             if !report.valid {
                 return Err(format!(
                     "invalid run at {rate:.3} req/s: {}",
