@@ -16,6 +16,7 @@ use dyno_tuner::evaluate::{LoadLevel, MeasuredEvaluator};
 use dyno_tuner::kernel_stage::{KernelStageOptions, tune_kernels};
 use dyno_tuner::objective::Goal;
 use dyno_tuner::quality::{QualityCache, default_path};
+use dyno_tuner::replay::{ReplayRun, ReplayTable, replay};
 use dyno_tuner::space::ConfigSpace;
 use dyno_tuner::strategy::StrategyKind;
 use dyno_tuner::study::{
@@ -128,6 +129,25 @@ pub enum StudyCommand {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Replay a study's measured trials as a lookup table and count, per strategy and seed,
+    /// the trials each needs to reach a fraction of the table's best (a grid study makes the
+    /// table the whole space).
+    Replay {
+        /// Study name.
+        name: String,
+        /// Strategies to replay, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "tpe,random,lhs")]
+        strategies: Vec<StrategyKind>,
+        /// Seeds 0..N per strategy.
+        #[arg(long, default_value_t = 10)]
+        seeds: u64,
+        /// The fraction of the best to reach.
+        #[arg(long, default_value_t = 0.95)]
+        fraction: f64,
+        /// The results database.
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// List the studies in the database.
     List {
         /// The results database.
@@ -230,7 +250,25 @@ pub fn run_tune(args: TuneArgs) -> Result<()> {
             workload.name,
             args.db.shown()
         );
-        if !args.no_kernels {
+        // A study being continued or joined keeps the base config and limits it was created
+        // with (its tuned kernel tiles included): every worker measures the same candidates.
+        let existing: Option<StudySettings> = match &args.study {
+            Some(name) if args.resume || args.worker => {
+                match store.study_by_name(name).await? {
+                    Some(st) => Some(serde_json::from_value(st.settings).with_context(|| {
+                        format!("study `{name}` was not created by `dyno tune`")
+                    })?),
+                    None => None,
+                }
+            }
+            _ => None,
+        };
+        let mut limits = Limits { memory_bytes: memory, cores, max_prompt_tokens: max_prompt };
+        if let Some(stored) = &existing {
+            eprintln!("continuing study: base config and limits as stored (kernel level skipped)");
+            base = stored.base.clone();
+            limits = stored.limits;
+        } else if !args.no_kernels {
             eprintln!(
                 "kernel level: tuning f32 GEMM tiles per op and attention tiles ({} threads)",
                 base.threads
@@ -263,7 +301,7 @@ pub fn run_tune(args: TuneArgs) -> Result<()> {
             level,
             requests: args.requests,
             max_kl: args.max_kl,
-            limits: Limits { memory_bytes: memory, cores, max_prompt_tokens: max_prompt },
+            limits,
             space,
             base,
         };
@@ -533,6 +571,59 @@ pub fn run_study(args: StudyArgs) -> Result<()> {
             print!("{}", render_report(&report));
             if let Some(c) = report.best_config(&trials) {
                 println!("best config:\n{}", c.to_yaml());
+            }
+            Ok(())
+        })?,
+        StudyCommand::Replay { name, strategies, seeds, fraction, db } => block_on(async move {
+            if !(fraction > 0.0 && fraction <= 1.0) {
+                bail!("--fraction {fraction}: must be in (0, 1]");
+            }
+            let store = db.open().await?;
+            let Some(study_row) = store.study_by_name(&name).await? else {
+                bail!("no study named `{name}` in {}", db.shown());
+            };
+            let settings: StudySettings = serde_json::from_value(study_row.settings.clone())
+                .with_context(|| format!("study `{name}` was not created by `dyno tune`"))?;
+            let trials = store.trials(study_row.id).await?;
+            let table =
+                ReplayTable::from_trials(settings.space.strategy_space(), &trials, settings.goal);
+            let Some(best) = table.best() else {
+                bail!("study `{name}` has no completed full-fidelity trial to replay");
+            };
+            println!(
+                "study `{name}`: {} measured points, best {} {best:.4}; target {:.0}% of it",
+                table.values.len(),
+                settings.goal,
+                fraction * 100.0
+            );
+            println!(
+                "{:<10} {:>8} {:>8} {:>8} {:>10}  per seed",
+                "strategy", "median", "max", "reached", "median/n"
+            );
+            for kind in strategies {
+                let runs: Vec<ReplayRun> =
+                    (0..seeds).map(|seed| replay(&table, kind, seed, fraction)).collect();
+                let mut counts: Vec<usize> =
+                    runs.iter().filter_map(|r| r.trials_to_target).collect();
+                counts.sort_unstable();
+                let per_seed: Vec<String> = runs
+                    .iter()
+                    .map(|r| r.trials_to_target.map_or("-".into(), |n| n.to_string()))
+                    .collect();
+                let median = counts.get(counts.len().saturating_sub(1) / 2).copied();
+                println!(
+                    "{:<10} {:>8} {:>8} {:>5}/{:<2} {:>10}  {}",
+                    kind.to_string(),
+                    median.map_or("-".into(), |m| m.to_string()),
+                    counts.last().map_or("-".into(), |m| m.to_string()),
+                    counts.len(),
+                    runs.len(),
+                    median.map_or("-".into(), |m| format!(
+                        "{:.1}%",
+                        100.0 * m as f64 / table.values.len() as f64
+                    )),
+                    per_seed.join(" ")
+                );
             }
             Ok(())
         })?,

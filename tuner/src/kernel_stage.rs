@@ -75,7 +75,7 @@ pub fn tune_kernels(
         let gemm_opts = GemmTuneOptions {
             budget: opts.budget,
             threads: base.threads,
-            timing: timing.clone(),
+            timing,
             ..GemmTuneOptions::default()
         };
         let r = tune_gemm(shape, &gemm_opts, &OurGemm, cache, &machine)

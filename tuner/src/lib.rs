@@ -6,6 +6,7 @@ pub mod evaluate;
 pub mod kernel_stage;
 pub mod objective;
 pub mod quality;
+pub mod replay;
 pub mod space;
 pub mod strategy;
 pub mod study;
