@@ -516,16 +516,13 @@ pub async fn run_worker<E: Evaluator>(
                 fidelity: params.fidelity,
             });
             let history = store.trials(study.id).await?;
-            let hint = observations(&history, settings.goal)
+            // A rate search starts from the rate of the best trial so far.
+            let hint = history
                 .iter()
-                .zip(history.iter().filter(|t| t.status != TrialStatus::Infeasible))
-                .filter(|(o, _)| matches!(o.outcome, Outcome::Value(_)))
-                .filter_map(|(o, t)| {
-                    let m: TrialMetrics = serde_json::from_value(t.measured.clone()?).ok()?;
-                    Some((o, m))
-                })
-                .max_by(|a, b| a.1.score(settings.goal).total_cmp(&b.1.score(settings.goal)))
-                .map(|(_, m)| m.rate);
+                .filter(|t| t.status == TrialStatus::Completed)
+                .filter_map(|t| serde_json::from_value::<TrialMetrics>(t.measured.clone()?).ok())
+                .max_by(|a, b| a.score(settings.goal).total_cmp(&b.score(settings.goal)))
+                .map(|m| m.rate);
             let mut result = evaluator.evaluate(&config, params.fidelity, hint).await;
             if let Ok(m) = &mut result {
                 m.kl = match feasible.kl.get(&config.weight_format().label()) {

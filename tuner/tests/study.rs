@@ -181,6 +181,27 @@ async fn grid_study_measures_every_feasible_point_once_and_finds_the_optimum() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn halving_study_runs_its_rungs_beside_the_baseline_and_reports_a_full_fidelity_best() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = sqlite_store(&dir).await;
+    let model = ModelConfig::preset("mixtral-tiny").expect("tiny");
+    let s = settings(StrategyKind::Halving, 20, 2);
+    let feasible = Feasibility::new(&s, &model, all_formats_fine());
+    let (st, _) = study::open(&store, "halving", &s, &None, false).await.expect("open");
+    let eval = Synthetic::new(None);
+    study::run_worker(&store, &st, &s, &feasible, &eval, &options("w"), |_| {}).await.expect("run");
+    let trials = store.trials(st.id).await.expect("trials");
+    assert!(trials.len() <= 20 && trials.len() >= 10, "{} trials", trials.len());
+    let report = study::report(&st, &s, &trials);
+    let fidelities: std::collections::BTreeSet<String> =
+        report.trials.iter().map(|t| format!("{:.3}", t.fidelity)).collect();
+    assert!(fidelities.len() >= 2, "several rungs: {fidelities:?}");
+    let best = &report.trials[report.best.expect("best")];
+    assert_eq!(best.fidelity, 1.0);
+    assert_eq!(report.baseline, Some(0));
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn quality_bound_and_unusable_formats_prune_with_reasons() {
     let model = ModelConfig::preset("mixtral-tiny").expect("tiny");
     let s = settings(StrategyKind::Random, 10, 2);
