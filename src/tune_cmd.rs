@@ -552,17 +552,26 @@ pub fn render_report(report: &StudyReport) -> String {
     s
 }
 
+/// A study by name with its settings and trials.
+async fn load_study(
+    db: &DbArgs,
+    name: &str,
+) -> Result<(dyno_results::store::Study, StudySettings, Vec<dyno_results::store::Trial>)> {
+    let store = db.open().await?;
+    let Some(study_row) = store.study_by_name(name).await? else {
+        bail!("no study named `{name}` in {}", db.shown());
+    };
+    let settings: StudySettings = serde_json::from_value(study_row.settings.clone())
+        .with_context(|| format!("study `{name}` was not created by `dyno tune`"))?;
+    let trials = store.trials(study_row.id).await?;
+    Ok((study_row, settings, trials))
+}
+
 /// Runs `dyno study ...`.
 pub fn run_study(args: StudyArgs) -> Result<()> {
     match args.command {
         StudyCommand::Show { name, json, db } => block_on(async move {
-            let store = db.open().await?;
-            let Some(study_row) = store.study_by_name(&name).await? else {
-                bail!("no study named `{name}` in {}", db.shown());
-            };
-            let settings: StudySettings = serde_json::from_value(study_row.settings.clone())
-                .with_context(|| format!("study `{name}` was not created by `dyno tune`"))?;
-            let trials = store.trials(study_row.id).await?;
+            let (study_row, settings, trials) = load_study(&db, &name).await?;
             let report = study::report(&study_row, &settings, &trials);
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -578,13 +587,7 @@ pub fn run_study(args: StudyArgs) -> Result<()> {
             if !(fraction > 0.0 && fraction <= 1.0) {
                 bail!("--fraction {fraction}: must be in (0, 1]");
             }
-            let store = db.open().await?;
-            let Some(study_row) = store.study_by_name(&name).await? else {
-                bail!("no study named `{name}` in {}", db.shown());
-            };
-            let settings: StudySettings = serde_json::from_value(study_row.settings.clone())
-                .with_context(|| format!("study `{name}` was not created by `dyno tune`"))?;
-            let trials = store.trials(study_row.id).await?;
+            let (_, settings, trials) = load_study(&db, &name).await?;
             let table =
                 ReplayTable::from_trials(settings.space.strategy_space(), &trials, settings.goal);
             let Some(best) = table.best() else {

@@ -6,7 +6,11 @@ use std::process::ExitCode;
 
 /// Emit the best config for a model on a hardware target (same as `dyno tune`).
 #[derive(Debug, Parser)]
-#[command(name = "tune", version, about)]
+#[command(
+    name = "tune",
+    version,
+    about = "Emit the best config for a model on a hardware target (same as `dyno tune`)."
+)]
 struct TuneCli {
     #[command(flatten)]
     args: TuneArgs,

@@ -40,7 +40,14 @@ fn splitmix64(x: u64) -> u64 {
 
 /// A fresh generator for item `index` of `stream` under `seed`.
 pub(crate) fn stream_rng(seed: u64, stream: Stream, index: u64) -> Xoshiro256PlusPlus {
-    let s = splitmix64(splitmix64(seed ^ splitmix64(stream as u64)) ^ index);
+    seeded_stream(seed, stream as u64, index)
+}
+
+/// A generator for item `index` of stream `stream` under `seed`, independent of every other
+/// (seed, stream, index): what makes request `i` (or a tuner's proposal `i`) a pure function of
+/// its seed and index, whatever was drawn before.
+pub fn seeded_stream(seed: u64, stream: u64, index: u64) -> Xoshiro256PlusPlus {
+    let s = splitmix64(splitmix64(seed ^ splitmix64(stream)) ^ index);
     Xoshiro256PlusPlus::seed_from_u64(s)
 }
 

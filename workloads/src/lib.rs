@@ -56,6 +56,7 @@
 //! Suites of scenarios (`nightly.yaml`) are read by [`Suite`].
 
 mod generate;
+pub use generate::seeded_stream;
 mod slo;
 mod spec;
 mod suite;

@@ -3,9 +3,9 @@
 
 use std::collections::HashSet;
 
+use rand::RngExt;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::seq::SliceRandom;
-use rand::{RngExt, SeedableRng};
 
 use super::{Context, Observation, Point, Space, space_size};
 
@@ -43,20 +43,8 @@ pub(crate) enum Stream {
     Halving = 6,
 }
 
-/// SplitMix64's finalizer: a bijective mix of 64 bits. Hand-written because it is the
-/// seeding step itself (a few lines, fixed constants) and no kept crate exposes it.
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// A fresh generator for item `index` of `stream` under `seed`: strategies pass the history's
-/// length (or a design index), so a proposal depends on the seed and the history only.
 pub(crate) fn stream_rng(seed: u64, stream: Stream, index: u64) -> Xoshiro256PlusPlus {
-    let s = splitmix64(splitmix64(seed ^ splitmix64(stream as u64)) ^ index);
-    Xoshiro256PlusPlus::seed_from_u64(s)
+    dyno_workloads::seeded_stream(seed, stream as u64, index)
 }
 
 /// A fidelity as a hashable key: rounded to 1e-9, far finer than any two fidelities a study
