@@ -83,6 +83,10 @@ pub struct TuneArgs {
     /// Cores the engine may use [default: all].
     #[arg(long)]
     pub cores: Option<usize>,
+    /// After the search, measure the best this-many configs and the default once more; the
+    /// best is the highest mean (0: no confirmation round).
+    #[arg(long, default_value_t = 3)]
+    pub confirm: usize,
     /// Skip the kernel level (no kernel tiles tuned before the system trials).
     #[arg(long)]
     pub no_kernels: bool,
@@ -360,6 +364,7 @@ pub fn run_tune(args: TuneArgs) -> Result<()> {
             time_budget: args.time_budget_min.map(|m| Duration::from_secs_f64(m * 60.0)),
             patience: args.patience.unwrap_or((args.budget / 2).max(8)),
             poll: Duration::from_secs(2),
+            confirm: args.confirm,
         };
         let started = Instant::now();
         let budget = settings.budget;
@@ -523,21 +528,21 @@ pub fn render_report(report: &StudyReport) -> String {
             );
         }
     }
-    match (report.best, report.baseline) {
+    let trial_list = |p: &dyno_tuner::study::PointStats| {
+        p.trials.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
+    };
+    match (report.best_point, report.baseline_point) {
         (Some(b), base) => {
-            let best = &report.trials[b];
-            let _ = write!(
-                s,
-                "best: trial {} with {goal} {:.3}",
-                best.number,
-                best.score.unwrap_or(0.0)
-            );
+            let best = &report.points[b];
+            let _ =
+                write!(s, "best: {goal} {:.3}, mean of trial(s) {}", best.mean, trial_list(best));
             if let (Some(r), Some(bi)) = (report.ratio_to_baseline(), base) {
+                let base = &report.points[bi];
                 let _ = write!(
                     s,
-                    " = {r:.2}× the default config (trial {}: {:.3})",
-                    report.trials[bi].number,
-                    report.trials[bi].score.unwrap_or(0.0)
+                    " = {r:.2}× the default config ({:.3}, trial(s) {})",
+                    base.mean,
+                    trial_list(base)
                 );
             }
             if let Some(n) = report.trials_to_95 {

@@ -37,12 +37,21 @@ pub fn best_config_yaml(
             )
         }
     };
-    let baseline = match report.ratio_to_baseline() {
-        Some(r) => {
-            let b = report.trials[report.baseline?].score.unwrap_or(0.0);
-            format!("{r:.2}× the default config's {b:.3}")
+    let point = &report.points[report.best_point?];
+    let measured = |p: &crate::study::PointStats| {
+        if p.scores.len() == 1 {
+            "1 measurement".to_string()
+        } else {
+            let each: Vec<String> = p.scores.iter().map(|v| format!("{v:.3}")).collect();
+            format!("mean of {} measurements: {}", p.scores.len(), each.join(", "))
         }
-        None => "the default config was not measured".into(),
+    };
+    let baseline = match (report.ratio_to_baseline(), report.baseline_point) {
+        (Some(r), Some(b)) => {
+            let b = &report.points[b];
+            format!("{r:.2}× the default config's {:.3}, {}", b.mean, measured(b))
+        }
+        _ => "the default config was not measured".into(),
     };
     let mut out = String::new();
     let mut line = |l: String| {
@@ -56,17 +65,14 @@ pub fn best_config_yaml(
         "objective: maximize {} subject to the workload's SLOs and KL ≤ {} nats against f32",
         s.goal, s.max_kl
     ));
+    line(format!("achieved: {} {:.3} ({})", s.goal, point.mean, measured(point)));
+    line(format!("          = {baseline}"));
     line(format!(
-        "achieved: {} {:.3} ({baseline}); goodput {:.3} req/s, output {:.1} tok/s",
-        s.goal,
-        best.score.unwrap_or(0.0),
-        m.goodput,
-        m.output_throughput
+        "trial {}: goodput {:.3} req/s, output {:.1} tok/s, p99 TTFT {:.0} ms, p99 TPOT {:.1} ms,",
+        best.number, m.goodput, m.output_throughput, m.ttft_p99_ms, m.tpot_p99_ms
     ));
     line(format!(
-        "          p99 TTFT {:.0} ms, p99 TPOT {:.1} ms, SLO attainment {:.0}%, KL {:.4} nats",
-        m.ttft_p99_ms,
-        m.tpot_p99_ms,
+        "          SLO attainment {:.0}%, KL {:.2e} nats against f32",
         m.slo_attainment * 100.0,
         m.kl
     ));

@@ -70,6 +70,9 @@ pub struct WorkerOptions {
     pub patience: usize,
     /// How long to wait between looks at a study whose remaining trials other workers hold.
     pub poll: Duration,
+    /// After the search, measure the best this-many points and the baseline once more; the
+    /// best is then the highest mean (0: no confirmation round).
+    pub confirm: usize,
 }
 
 /// A finished trial as the report shows it.
@@ -104,10 +107,17 @@ pub struct StudyReport {
     pub settings: StudySettings,
     /// Every trial in number order.
     pub trials: Vec<TrialRow>,
-    /// Index into `trials` of the best full-fidelity trial.
+    /// Index into `trials` of the best point's first full-fidelity trial (the best point has
+    /// the highest mean over its measurements).
     pub best: Option<usize>,
     /// Index into `trials` of the baseline trial, once measured.
     pub baseline: Option<usize>,
+    /// Completed full-fidelity measurements grouped by point.
+    pub points: Vec<PointStats>,
+    /// Index into `points` of the best point.
+    pub best_point: Option<usize>,
+    /// Index into `points` of the baseline's point.
+    pub baseline_point: Option<usize>,
     /// Indices into `trials` of the Pareto frontier (throughput vs p99 TTFT and TPOT) among
     /// full-fidelity trials.
     pub frontier: Vec<usize>,
@@ -126,10 +136,10 @@ impl StudyReport {
         serde_json::from_value(t.config.clone()).ok()
     }
 
-    /// Best score over baseline score.
+    /// The best point's mean score over the baseline point's mean score.
     pub fn ratio_to_baseline(&self) -> Option<f64> {
-        let best = self.trials[self.best?].score?;
-        let base = self.trials[self.baseline?].score?;
+        let best = self.points[self.best_point?].mean;
+        let base = self.points[self.baseline_point?].mean;
         (base > 0.0).then_some(best / base)
     }
 }
@@ -156,11 +166,18 @@ struct TrialParams {
     fidelity: f64,
     #[serde(default)]
     baseline: bool,
+    /// 0 for the search's own trial of a point; 1, 2, … for confirmation re-measurements.
+    #[serde(default)]
+    confirm: u32,
     knobs: BTreeMap<String, String>,
 }
 
-fn trial_key(point: &[usize], fidelity: f64) -> String {
-    let text = format!("{point:?}@{fidelity}");
+fn trial_key(point: &[usize], fidelity: f64, confirm: u32) -> String {
+    let text = if confirm == 0 {
+        format!("{point:?}@{fidelity}")
+    } else {
+        format!("{point:?}@{fidelity}#confirm{confirm}")
+    };
     let digest = Sha256::digest(text.as_bytes());
     digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
 }
@@ -358,16 +375,18 @@ fn new_trial(
     point: &[usize],
     fidelity: f64,
     baseline: bool,
+    confirm: u32,
 ) -> Result<NewTrial, String> {
     let config = settings.space.config(&settings.base, point)?;
     let params = TrialParams {
         point: point.to_vec(),
         fidelity,
         baseline,
+        confirm,
         knobs: settings.space.describe(point).into_iter().collect(),
     };
     Ok(NewTrial {
-        trial_key: trial_key(point, fidelity),
+        trial_key: trial_key(point, fidelity, confirm),
         params: serde_json::to_value(params).map_err(|e| e.to_string())?,
         config: serde_json::to_value(config).map_err(|e| e.to_string())?,
         predicted: None,
@@ -496,64 +515,17 @@ pub async fn run_worker<E: Evaluator>(
     if let Some(point) = settings.space.point_of(&settings.base)
         && feasible.check(&point).is_ok()
     {
-        let t = new_trial(settings, &point, 1.0, true).map_err(StudyError::Invalid)?;
+        let t = new_trial(settings, &point, 1.0, true, 0).map_err(StudyError::Invalid)?;
         store.enqueue_trial(study.id, &t).await?;
     }
     let strategy = strategy::build(settings.strategy);
     let space = settings.space.strategy_space();
     let is_feasible = |p: &[usize]| feasible.check(p).is_ok();
     loop {
-        if let Some(trial) = store.claim_trial(study.id, &opts.worker).await? {
-            let params: TrialParams =
-                trial.params.clone().and_then(|p| serde_json::from_value(p).ok()).ok_or_else(
-                    || StudyError::Invalid(format!("trial {} has no params", trial.number)),
-                )?;
-            let config: EngineConfig = serde_json::from_value(trial.config.clone())
-                .map_err(|e| StudyError::Invalid(format!("trial {}: config: {e}", trial.number)))?;
-            progress(Progress::Started {
-                number: trial.number,
-                knobs: &params.knobs,
-                fidelity: params.fidelity,
-            });
-            let history = store.trials(study.id).await?;
-            // A rate search starts from the rate of the best trial so far.
-            let hint = history
-                .iter()
-                .filter(|t| t.status == TrialStatus::Completed)
-                .filter_map(|t| serde_json::from_value::<TrialMetrics>(t.measured.clone()?).ok())
-                .max_by(|a, b| a.score(settings.goal).total_cmp(&b.score(settings.goal)))
-                .map(|m| m.rate);
-            let mut result = evaluator.evaluate(&config, params.fidelity, hint).await;
-            if let Ok(m) = &mut result {
-                m.kl = match feasible.kl.get(&config.weight_format().label()) {
-                    Some(Ok(kl)) => *kl,
-                    _ => 0.0,
-                };
-            }
-            let outcome = match &result {
-                Ok(m) => TrialOutcome {
-                    status: TrialStatus::Completed,
-                    measured: serde_json::to_value(m).ok(),
-                    error: None,
-                    run: None,
-                },
-                Err(e) => TrialOutcome {
-                    status: TrialStatus::Failed,
-                    measured: None,
-                    error: Some(e.clone()),
-                    run: None,
-                },
-            };
-            store.finish_claimed_trial(trial.id, &opts.worker, &outcome).await?;
+        if claim_and_measure(store, study, settings, feasible, evaluator, opts, &mut progress)
+            .await?
+        {
             summary.measured += 1;
-            let history = store.trials(study.id).await?;
-            let done = history.iter().filter(|t| t.status != TrialStatus::Infeasible).count();
-            progress(Progress::Finished {
-                number: trial.number,
-                result: &result,
-                best: best_full_score(&history, settings.goal),
-                done,
-            });
             continue;
         }
         if opts.time_budget.is_some_and(|b| started.elapsed() >= b) {
@@ -581,7 +553,7 @@ pub async fn run_worker<E: Evaluator>(
         match proposal {
             Some(Proposal::Run { point, fidelity }) => {
                 let t =
-                    new_trial(settings, &point, fidelity, false).map_err(StudyError::Invalid)?;
+                    new_trial(settings, &point, fidelity, false, 0).map_err(StudyError::Invalid)?;
                 store.enqueue_trial(study.id, &t).await?;
             }
             Some(Proposal::Wait) if busy => tokio::time::sleep(opts.poll).await,
@@ -596,7 +568,166 @@ pub async fn run_worker<E: Evaluator>(
             }
         }
     }
+    if opts.confirm > 0 && summary.stop != StopReason::Time {
+        // Re-measure the best few and the baseline, so the winner is not merely the luckiest
+        // measurement (each point's mean over its measurements decides).
+        let history = store.trials(study.id).await?;
+        for (point, baseline) in confirmation_points(&history, settings.goal, opts.confirm) {
+            let t = new_trial(settings, &point, 1.0, baseline, 1).map_err(StudyError::Invalid)?;
+            store.enqueue_trial(study.id, &t).await?;
+        }
+        loop {
+            if claim_and_measure(store, study, settings, feasible, evaluator, opts, &mut progress)
+                .await?
+            {
+                summary.measured += 1;
+                continue;
+            }
+            let history = store.trials(study.id).await?;
+            if history.iter().any(|t| t.status == TrialStatus::Running) {
+                tokio::time::sleep(opts.poll).await;
+            } else {
+                break;
+            }
+        }
+    }
     Ok(summary)
+}
+
+/// The `top` best points by mean full-fidelity score, and the baseline's point, for a
+/// confirmation round (`true` marks the baseline).
+fn confirmation_points(trials: &[Trial], goal: Goal, top: usize) -> Vec<(Point, bool)> {
+    let stats = point_stats(trials, goal);
+    let mut ranked: Vec<&PointStats> = stats.iter().collect();
+    ranked.sort_by(|a, b| b.mean.total_cmp(&a.mean));
+    let mut out: Vec<(Point, bool)> =
+        ranked.iter().take(top).map(|p| (p.point.clone(), p.baseline)).collect();
+    if let Some(b) = stats.iter().find(|p| p.baseline)
+        && !out.iter().any(|(p, _)| *p == b.point)
+    {
+        out.push((b.point.clone(), true));
+    }
+    out
+}
+
+/// Claims one queued trial, measures it and commits the result; `false` when nothing was
+/// queued.
+async fn claim_and_measure<E: Evaluator>(
+    store: &Store,
+    study: &Study,
+    settings: &StudySettings,
+    feasible: &Feasibility<'_>,
+    evaluator: &E,
+    opts: &WorkerOptions,
+    progress: &mut impl FnMut(Progress<'_>),
+) -> Result<bool, StudyError> {
+    let Some(trial) = store.claim_trial(study.id, &opts.worker).await? else {
+        return Ok(false);
+    };
+    let params: TrialParams = trial
+        .params
+        .clone()
+        .and_then(|p| serde_json::from_value(p).ok())
+        .ok_or_else(|| StudyError::Invalid(format!("trial {} has no params", trial.number)))?;
+    let config: EngineConfig = serde_json::from_value(trial.config.clone())
+        .map_err(|e| StudyError::Invalid(format!("trial {}: config: {e}", trial.number)))?;
+    progress(Progress::Started {
+        number: trial.number,
+        knobs: &params.knobs,
+        fidelity: params.fidelity,
+    });
+    let history = store.trials(study.id).await?;
+    // A rate search starts from the rate of the best trial so far.
+    let hint = history
+        .iter()
+        .filter(|t| t.status == TrialStatus::Completed)
+        .filter_map(|t| serde_json::from_value::<TrialMetrics>(t.measured.clone()?).ok())
+        .max_by(|a, b| a.score(settings.goal).total_cmp(&b.score(settings.goal)))
+        .map(|m| m.rate);
+    let mut result = evaluator.evaluate(&config, params.fidelity, hint).await;
+    if let Ok(m) = &mut result {
+        m.kl = match feasible.kl.get(&config.weight_format().label()) {
+            Some(Ok(kl)) => *kl,
+            _ => 0.0,
+        };
+    }
+    let outcome = match &result {
+        Ok(m) => TrialOutcome {
+            status: TrialStatus::Completed,
+            measured: serde_json::to_value(m).ok(),
+            error: None,
+            run: None,
+        },
+        Err(e) => TrialOutcome {
+            status: TrialStatus::Failed,
+            measured: None,
+            error: Some(e.clone()),
+            run: None,
+        },
+    };
+    store.finish_claimed_trial(trial.id, &opts.worker, &outcome).await?;
+    let history = store.trials(study.id).await?;
+    let done = history.iter().filter(|t| t.status != TrialStatus::Infeasible).count();
+    progress(Progress::Finished {
+        number: trial.number,
+        result: &result,
+        best: best_full_score(&history, settings.goal),
+        done,
+    });
+    Ok(true)
+}
+
+/// Every full-fidelity measurement of one point.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PointStats {
+    /// The point.
+    pub point: Point,
+    /// Whether it is the baseline's.
+    pub baseline: bool,
+    /// Trial numbers of its completed full-fidelity measurements, in order.
+    pub trials: Vec<i64>,
+    /// Their scores.
+    pub scores: Vec<f64>,
+    /// Mean score.
+    pub mean: f64,
+}
+
+/// Completed full-fidelity trials grouped by point, in order of first measurement.
+pub fn point_stats(trials: &[Trial], goal: Goal) -> Vec<PointStats> {
+    let mut out: Vec<PointStats> = Vec::new();
+    for t in trials.iter().filter(|t| t.status == TrialStatus::Completed) {
+        let Some(p) = t.params.clone().and_then(|p| serde_json::from_value::<TrialParams>(p).ok())
+        else {
+            continue;
+        };
+        let Some(m) =
+            t.measured.clone().and_then(|m| serde_json::from_value::<TrialMetrics>(m).ok())
+        else {
+            continue;
+        };
+        if p.fidelity < 1.0 {
+            continue;
+        }
+        let score = m.score(goal);
+        match out.iter_mut().find(|s| s.point == p.point) {
+            Some(s) => {
+                s.trials.push(t.number);
+                s.scores.push(score);
+                s.baseline |= p.baseline;
+            }
+            None => out.push(PointStats {
+                point: p.point,
+                baseline: p.baseline,
+                trials: vec![t.number],
+                scores: vec![score],
+                mean: 0.0,
+            }),
+        }
+    }
+    for s in &mut out {
+        s.mean = s.scores.iter().sum::<f64>() / s.scores.len() as f64;
+    }
+    out
 }
 
 /// Marks the study finished.
@@ -629,15 +760,16 @@ pub fn report(study: &Study, settings: &StudySettings, trials: &[Trial]) -> Stud
         .collect();
     let full: Vec<usize> =
         (0..rows.len()).filter(|&i| rows[i].fidelity >= 1.0 && rows[i].metrics.is_some()).collect();
-    let best = full
-        .iter()
-        .copied()
-        .max_by(|&a, &b| rows[a].score.unwrap_or(0.0).total_cmp(&rows[b].score.unwrap_or(0.0)));
-    let baseline = rows.iter().position(|r| r.baseline && r.metrics.is_some());
+    let points = point_stats(trials, goal);
+    let best_point = (0..points.len()).max_by(|&a, &b| points[a].mean.total_cmp(&points[b].mean));
+    let baseline_point = points.iter().position(|p| p.baseline);
+    let row_of = |number: i64| rows.iter().position(|r| r.number == number);
+    let best = best_point.and_then(|p| row_of(points[p].trials[0]));
+    let baseline = baseline_point.and_then(|p| row_of(points[p].trials[0]));
     let metrics: Vec<TrialMetrics> = full.iter().filter_map(|&i| rows[i].metrics.clone()).collect();
     let frontier = pareto_frontier(&metrics).into_iter().map(|j| full[j]).collect();
-    let trials_to_95 = best.and_then(|b| {
-        let target = 0.95 * rows[b].score.unwrap_or(0.0);
+    let trials_to_95 = best_point.and_then(|b| {
+        let target = 0.95 * points[b].mean;
         let mut seen = 0;
         for r in &rows {
             if r.status == TrialStatus::Infeasible {
@@ -662,6 +794,9 @@ pub fn report(study: &Study, settings: &StudySettings, trials: &[Trial]) -> Stud
         trials: rows,
         best,
         baseline,
+        points,
+        best_point,
+        baseline_point,
         frontier,
         trials_to_95,
         pruned,

@@ -117,6 +117,7 @@ fn options(worker: &str) -> WorkerOptions {
         time_budget: None,
         patience: 0,
         poll: std::time::Duration::from_millis(20),
+        confirm: 0,
     }
 }
 
@@ -173,6 +174,15 @@ async fn grid_study_measures_every_feasible_point_once_and_finds_the_optimum() {
     assert_eq!(report.trials[0].knobs["weights"], "f32");
     assert!(report.ratio_to_baseline().expect("ratio") > 1.0);
     // A second `open` without --resume refuses; with other settings it names the difference.
+    // A confirmation round re-measures the best two points and the baseline once more.
+    let confirm = WorkerOptions { confirm: 2, ..options("w1") };
+    study::run_worker(&store, &st, &s, &feasible, &eval, &confirm, |_| {}).await.expect("confirm");
+    let trials = store.trials(st.id).await.expect("trials");
+    assert_eq!(trials.len(), 24 + 3, "top two and the baseline, once each");
+    let report = study::report(&st, &s, &trials);
+    let best = &report.points[report.best_point.expect("best point")];
+    assert_eq!((best.mean, best.scores.len()), (6.0, 2));
+    assert_eq!(report.points[report.baseline_point.expect("baseline")].scores.len(), 2);
     let e = study::open(&store, "grid", &s, &None, false).await.unwrap_err().to_string();
     assert!(e.contains("--resume"), "{e}");
     let other = StudySettings { budget: 5, ..s.clone() };
