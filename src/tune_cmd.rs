@@ -430,8 +430,14 @@ fn emit(
     let Some(config) = report.best_config(trials) else {
         bail!("study `{}`: no trial finished, so there is no best config", report.name);
     };
-    let cwd = std::env::current_dir().unwrap_or_default();
-    let commit = GitInfo::detect(&cwd, &GitOverrides::default()).ok().map(|g| g.commit.sha);
+    // The commit dyno was built from; else the working tree's, when run inside one.
+    let built = env!("DYNO_BUILD_COMMIT");
+    let commit = if built.is_empty() {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        GitInfo::detect(&cwd, &GitOverrides::default()).ok().map(|g| g.commit.sha)
+    } else {
+        Some(built.to_string())
+    };
     let provenance = Provenance {
         hardware: hardware_line(cores),
         version: env!("CARGO_PKG_VERSION").to_string(),
