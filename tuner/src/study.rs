@@ -761,7 +761,12 @@ pub fn report(study: &Study, settings: &StudySettings, trials: &[Trial]) -> Stud
     let full: Vec<usize> =
         (0..rows.len()).filter(|&i| rows[i].fidelity >= 1.0 && rows[i].metrics.is_some()).collect();
     let points = point_stats(trials, goal);
-    let best_point = (0..points.len()).max_by(|&a, &b| points[a].mean.total_cmp(&points[b].mean));
+    // After a confirmation round only confirmed points (measured more than once) compete: an
+    // unconfirmed point's single measurement is not comparable with a confirmed mean.
+    let confirmed = points.iter().any(|p| !p.baseline && p.scores.len() > 1);
+    let best_point = (0..points.len())
+        .filter(|&i| !confirmed || points[i].scores.len() > 1)
+        .max_by(|&a, &b| points[a].mean.total_cmp(&points[b].mean));
     let baseline_point = points.iter().position(|p| p.baseline);
     let row_of = |number: i64| rows.iter().position(|r| r.number == number);
     let best = best_point.and_then(|p| row_of(points[p].trials[0]));
