@@ -262,15 +262,10 @@ pub async fn run_suite(
 /// environment recorded.
 pub fn started_by_dead_local_process(run: &RunSummary) -> bool {
     let env = &run.environment;
-    let here = std::fs::read_to_string("/proc/sys/kernel/hostname").ok();
     let host = env.get("hostname").and_then(|h| h.as_str());
     let pid = env.get("pid").and_then(serde_json::Value::as_u64);
-    match (here, host, pid) {
-        (Some(here), Some(host), Some(pid)) => {
-            here.trim() == host
-                && u64::from(std::process::id()) != pid
-                && !Path::new(&format!("/proc/{pid}")).exists()
-        }
+    match (host, pid) {
+        (Some(host), Some(pid)) => crate::provenance::is_dead_local_process(host, pid),
         _ => false,
     }
 }

@@ -93,6 +93,20 @@ impl GitInfo {
     }
 }
 
+/// This host's name (Linux: `/proc/sys/kernel/hostname`); `None` elsewhere.
+pub fn local_hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|s| s.trim().to_string())
+}
+
+/// Whether process `pid` on host `host` is known to be gone: the host is this one, the pid is
+/// not this process, and `/proc/PID` does not exist. What lets a runner or tuner worker reclaim
+/// what a killed process left behind.
+pub fn is_dead_local_process(host: &str, pid: u64) -> bool {
+    local_hostname().is_some_and(|here| here == host)
+        && u64::from(std::process::id()) != pid
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// Total memory in bytes, from /proc/meminfo (Linux); `None` elsewhere.
 pub fn memory_bytes() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -175,8 +189,7 @@ impl Machine {
                 "name": name, "memory_mib": mem, "driver": driver,
             })).collect::<Vec<_>>(),
             "pid": std::process::id(),
-            "hostname": std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok().map(|s| s.trim().to_string()),
+            "hostname": local_hostname(),
         });
         Machine { testbed, environment }
     }

@@ -11,7 +11,7 @@
 //! the base config's YAML tree and parsing it back, so the engine's own validation judges
 //! every candidate and the tuner never keeps a second copy of the config's fields.
 
-use dyno_engine::config::{BatchPolicy, EngineConfig, Priority};
+use dyno_engine::config::{BatchPolicy, EngineConfig};
 use dyno_engine::{ConfigError, WeightFormat};
 use serde::{Deserialize, Serialize};
 use serde_yaml::{Mapping, Value};
@@ -177,7 +177,7 @@ impl ConfigSpace {
 
     /// Number of points.
     pub fn size(&self) -> u128 {
-        self.knobs.iter().map(|k| k.values.len() as u128).product()
+        crate::strategy::space_size(&self.strategy_space())
     }
 
     /// The point as `knob=value` pairs, for reports.
@@ -252,12 +252,7 @@ fn policy_defaults(policy: &str) -> Result<Value, String> {
     let batch = match policy {
         "static" => BatchPolicy::Static { batch_size: 8 },
         "dynamic" => BatchPolicy::Dynamic { max_batch: 8, max_queue_delay_ms: 20.0 },
-        "continuous" => BatchPolicy::Continuous {
-            max_num_seqs: 32,
-            max_num_batched_tokens: 2048,
-            prefill_chunk: 512,
-            priority: Priority::DecodeFirst,
-        },
+        "continuous" => BatchPolicy::default(),
         other => {
             return Err(format!("unknown batch policy `{other}` (static, dynamic, continuous)"));
         }

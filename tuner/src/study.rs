@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use dyno_engine::{EngineConfig, ModelConfig, WeightFormat};
+use dyno_harness::provenance::{is_dead_local_process, local_hostname};
 use dyno_results::store::{
     NewTrial, RunStatus, Store, StoreError, Study, StudyInfo, Trial, TrialOutcome, TrialStatus,
 };
@@ -184,20 +185,14 @@ fn trial_key(point: &[usize], fidelity: f64, confirm: u32) -> String {
 
 /// `host:pid` of this process.
 pub fn this_worker() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into());
+    let host = local_hostname().unwrap_or_else(|| "localhost".into());
     format!("{host}:{}", std::process::id())
 }
 
 /// Whether `worker` (`host:pid`) is a process on this host that no longer exists.
 fn is_dead_local_worker(worker: &str) -> bool {
     let Some((host, pid)) = worker.rsplit_once(':') else { return false };
-    let here = this_worker();
-    let here_host = here.rsplit_once(':').map(|(h, _)| h).unwrap_or_default();
-    host == here_host
-        && pid != std::process::id().to_string()
-        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    pid.parse().is_ok_and(|pid| is_dead_local_process(host, pid))
 }
 
 /// A study's feasibility predicate: constraints and the quality bound, memoized per point.
@@ -250,27 +245,13 @@ impl<'a> Feasibility<'a> {
             return None;
         }
         let mut by_kind: BTreeMap<String, (u64, String)> = BTreeMap::new();
-        let mut point = vec![0usize; space.dims.len()];
-        loop {
+        for point in strategy::all_points(&space) {
             if let Err(reason) = self.check(&point) {
-                let e =
-                    by_kind.entry(reason_kind(&reason).to_string()).or_insert((0, reason.clone()));
-                e.0 += 1;
-            }
-            // Next point, last dimension fastest.
-            let mut d = space.dims.len();
-            loop {
-                if d == 0 {
-                    return Some(by_kind.into_iter().map(|(k, (n, ex))| (k, n, ex)).collect());
-                }
-                d -= 1;
-                point[d] += 1;
-                if point[d] < space.dims[d].size {
-                    break;
-                }
-                point[d] = 0;
+                let kind = reason_kind(&reason).to_string();
+                by_kind.entry(kind).or_insert((0, reason)).0 += 1;
             }
         }
+        Some(by_kind.into_iter().map(|(k, (n, ex))| (k, n, ex)).collect())
     }
 }
 

@@ -198,6 +198,11 @@ pub fn space_size(space: &Space) -> u128 {
     space.dims.iter().fold(1u128, |size, dim| size.saturating_mul(dim.size as u128))
 }
 
+/// Every point of `space`, feasible or not, in lexicographic order (last dimension fastest).
+pub fn all_points(space: &Space) -> impl Iterator<Item = Point> {
+    common::Points::new(space)
+}
+
 /// Every feasible point of `ctx.space` in lexicographic order (last dimension fastest). It
 /// walks the whole space: meant for spaces small enough to list (tests, reports, grid search).
 pub fn enumerate_feasible(ctx: &Context<'_>) -> Vec<Point> {
