@@ -3,6 +3,7 @@
 pub mod constraints;
 pub mod emit;
 pub mod evaluate;
+pub mod hardware;
 pub mod kernel_stage;
 pub mod objective;
 pub mod quality;
