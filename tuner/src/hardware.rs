@@ -307,7 +307,11 @@ impl HardwareProfile {
         non_negative("interconnect.latency_us", self.interconnect.latency_us)?;
         match (self.kind, &self.cpu) {
             (DeviceKind::Cpu, None) => {
-                return Err(ProfileError::new(origin, "cpu", "a cpu profile needs `cpu: {cores, bandwidth_one_core_gbs}`"));
+                return Err(ProfileError::new(
+                    origin,
+                    "cpu",
+                    "a cpu profile needs `cpu: {cores, bandwidth_one_core_gbs}`",
+                ));
             }
             (DeviceKind::Cpu, Some(c)) => {
                 if c.cores == 0 {

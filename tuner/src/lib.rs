@@ -9,5 +9,6 @@ pub mod objective;
 pub mod quality;
 pub mod replay;
 pub mod space;
+pub mod step_model;
 pub mod strategy;
 pub mod study;

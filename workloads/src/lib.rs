@@ -557,19 +557,7 @@ impl Plan {
     /// Request `index` of the stream: a pure function of the workload, its seed and `index`.
     pub fn request(&self, index: usize) -> PlannedRequest {
         let i = index as u64;
-        let mut rng = stream_rng(self.seed, Stream::Lengths, i);
-        let (prompt_len, output_tokens) = match &self.lengths {
-            LengthSource::Dists { prompt, output } => {
-                let p = prompt.sample(&mut rng);
-                (p, output.sample(&mut rng))
-            }
-            LengthSource::Rows { rows, in_order } => {
-                let n = rows.len().max(1);
-                let row =
-                    if *in_order { index % n } else { rng.random_range(0..n as u64) as usize };
-                rows.get(row).map_or((1, 1), |r| (r.prompt_tokens, r.output_tokens))
-            }
-        };
+        let (prompt_len, output_tokens) = self.own_lengths(index);
         let mut prompt = Vec::with_capacity(self.prefix.map_or(0, |p| p.length) + prompt_len);
         let prefix_group = self.prefix.map(|p| {
             let g = stream_rng(self.seed, Stream::PrefixChoice, i).random_range(0..p.groups as u64);
@@ -583,6 +571,31 @@ impl Plan {
             output_tokens,
             prefix_group,
             warmup: index < self.warmup_requests,
+        }
+    }
+
+    /// Request `index`'s (prompt tokens, output tokens) without building the prompt: what
+    /// [`Plan::request`] would return, for consumers that need only the lengths (the
+    /// simulator).
+    pub fn lengths(&self, index: usize) -> (usize, usize) {
+        let (prompt_len, output_tokens) = self.own_lengths(index);
+        (self.prefix.map_or(0, |p| p.length) + prompt_len, output_tokens)
+    }
+
+    /// The request's own prompt length (after any shared prefix) and its output tokens.
+    fn own_lengths(&self, index: usize) -> (usize, usize) {
+        let mut rng = stream_rng(self.seed, Stream::Lengths, index as u64);
+        match &self.lengths {
+            LengthSource::Dists { prompt, output } => {
+                let p = prompt.sample(&mut rng);
+                (p, output.sample(&mut rng))
+            }
+            LengthSource::Rows { rows, in_order } => {
+                let n = rows.len().max(1);
+                let row =
+                    if *in_order { index % n } else { rng.random_range(0..n as u64) as usize };
+                rows.get(row).map_or((1, 1), |r| (r.prompt_tokens, r.output_tokens))
+            }
         }
     }
 
