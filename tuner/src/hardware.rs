@@ -384,6 +384,12 @@ impl HardwareProfile {
     }
 }
 
+/// The profile `--hw NAME` means: a built-in profile or a file, except that `cpu` prefers the
+/// calibrated profile `dyno profile --hw cpu` wrote for this machine.
+pub fn resolve_target(name: &str) -> Result<HardwareProfile, ProfileError> {
+    HardwareProfile::resolve(name)
+}
+
 impl OpClass {
     /// The YAML key.
     pub fn label(self) -> &'static str {
