@@ -68,12 +68,29 @@ pub async fn measure(
 
 /// Runs `spec` against `client`'s target.
 pub async fn run_load(client: &Client, spec: &LoadSpec) -> Result<LoadOutcome, WorkloadError> {
+    run_load_with(spec, |overrides| {
+        let overrides = *overrides;
+        async move { measure(client, &spec.workload, &overrides, &spec.run, &spec.summary).await }
+    })
+    .await
+}
+
+/// Runs `spec`'s mode (one run, a sweep, or the rate search) with `run_once` producing the
+/// report of one run at the given overrides: a real load test ([`run_load`]) or a simulated
+/// one (the tuner's simulator), so both report alike.
+pub async fn run_load_with<F, Fut>(
+    spec: &LoadSpec,
+    run_once: F,
+) -> Result<LoadOutcome, WorkloadError>
+where
+    F: Fn(&LoadOverrides) -> Fut,
+    Fut: std::future::Future<Output = Result<LoadReport, WorkloadError>>,
+{
     let at_rate =
         |rate: f64| LoadOverrides { rate: Some(rate), concurrency: None, ..spec.overrides };
     match &spec.mode {
         LoadMode::Single => {
-            let report =
-                measure(client, &spec.workload, &spec.overrides, &spec.run, &spec.summary).await?;
+            let report = run_once(&spec.overrides).await?;
             Ok(LoadOutcome {
                 runs: vec![RunResult { rate: spec.overrides.rate, report }],
                 max_rate_under_slo: None,
@@ -82,20 +99,16 @@ pub async fn run_load(client: &Client, spec: &LoadSpec) -> Result<LoadOutcome, W
         LoadMode::Sweep(rates) => {
             let mut runs = Vec::with_capacity(rates.len());
             for &rate in rates {
-                let report =
-                    measure(client, &spec.workload, &at_rate(rate), &spec.run, &spec.summary)
-                        .await?;
+                let report = run_once(&at_rate(rate)).await?;
                 runs.push(RunResult { rate: Some(rate), report });
             }
             Ok(LoadOutcome { runs, max_rate_under_slo: None })
         }
         LoadMode::MaxRateUnderSlo(opts) => {
             let search: RateSearch<LoadReport> = max_rate_under_slo(opts, |rate| {
-                let overrides = at_rate(rate);
+                let run = run_once(&at_rate(rate));
                 async move {
-                    let report =
-                        measure(client, &spec.workload, &overrides, &spec.run, &spec.summary)
-                            .await?;
+                    let report = run.await?;
                     let passed = report.valid && report.slo_met.unwrap_or(true);
                     Ok::<_, WorkloadError>((passed, report))
                 }

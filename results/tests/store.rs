@@ -546,6 +546,7 @@ async fn studies_and_trials(ctx: Ctx) {
             &TrialOutcome {
                 status: TrialStatus::Completed,
                 measured: Some(json!({"goodput": 9.5})),
+                predicted: None,
                 error: None,
                 run: Some(run),
             },
@@ -558,6 +559,7 @@ async fn studies_and_trials(ctx: Ctx) {
             &TrialOutcome {
                 status: TrialStatus::Failed,
                 measured: None,
+                predicted: None,
                 error: Some("out of memory".into()),
                 run: None,
             },
@@ -603,7 +605,13 @@ fn new_trial(k: usize) -> NewTrial {
 }
 
 fn outcome(status: TrialStatus) -> TrialOutcome {
-    TrialOutcome { status, measured: Some(json!({"goodput": 1.0})), error: None, run: None }
+    TrialOutcome {
+        status,
+        measured: Some(json!({"goodput": 1.0})),
+        predicted: None,
+        error: None,
+        run: None,
+    }
 }
 
 /// A study with trials `0..n` queued.
@@ -733,11 +741,13 @@ async fn claim_lowest_and_finish_only_running(ctx: Ctx) {
     let measured = TrialOutcome {
         status: TrialStatus::Completed,
         measured: Some(json!({"goodput": 9.5})),
+        predicted: Some(json!({"goodput": 9.0})),
         error: None,
         run: None,
     };
     store.finish_claimed_trial(t0.id, "host:1", &measured).await.expect("finish");
     let before = store.trials(study.id).await.expect("trials");
+    assert_eq!(before[0].predicted, Some(json!({"goodput": 9.0})), "prediction stored beside");
     assert_eq!(before[0].status, TrialStatus::Completed);
     assert_eq!(before[0].measured, Some(json!({"goodput": 9.5})));
 

@@ -18,12 +18,27 @@ use serde::{Deserialize, Serialize};
 /// What the hardware gives a candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Limits {
-    /// Bytes of memory the engine may use.
+    /// Bytes of memory the engine may use (CPU targets; GPUs use [`Devices`]).
     pub memory_bytes: u64,
-    /// Cores the engine may use (ranks × replicas × threads).
+    /// Cores the engine may use (ranks × replicas × threads; CPU targets).
     pub cores: usize,
     /// The workload's longest prompt, tokens.
     pub max_prompt_tokens: usize,
+    /// GPU targets: the devices, whose memory each rank fits in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<Devices>,
+}
+
+/// The GPUs of a target: every rank owns one.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Devices {
+    /// Devices available (ranks per replica × replicas ≤ this).
+    pub count: usize,
+    /// Memory of each, bytes.
+    pub memory_bytes: u64,
+    /// Fraction of each device's memory the engine may fill (weights, activations and the
+    /// KV cache, which takes what the others leave: vLLM's `gpu_memory_utilization`).
+    pub utilization: f64,
 }
 
 /// The memory a config needs for a model, by part.
@@ -71,8 +86,42 @@ pub fn memory(model: &ModelConfig, config: &EngineConfig) -> MemoryEstimate {
     MemoryEstimate { weights: per_copy * copies, kv: kv_per_replica * p.dp as u64, activations }
 }
 
+/// What one device of a GPU target holds under `config`: its shard of the weights (split
+/// evenly over the replica's tp·ep·pp ranks), its share of the replica's KV pool (split over
+/// tp·pp: expert-parallel ranks hold no attention), and the activations of the largest step
+/// at 2 bytes per element over tp.
+pub fn device_memory(model: &ModelConfig, config: &EngineConfig) -> MemoryEstimate {
+    let p = &config.parallel;
+    let ranks = p.ranks_per_replica().max(1) as u64;
+    let weights = model.weight_bytes(config.weight_format()).div_ceil(ranks);
+    let kv_replica = config.kv_blocks(model) as u64 * config.kv_block_bytes(model);
+    let kv = kv_replica.div_ceil((p.tp * p.pp).max(1) as u64);
+    let one_replica = EngineConfig {
+        parallel: dyno_engine::config::ParallelConfig { dp: 1, ..*p },
+        ..config.clone()
+    };
+    let f32_activations = memory(model, &one_replica).activations / ranks;
+    MemoryEstimate { weights, kv, activations: f32_activations / 2 / p.tp.max(1) as u64 }
+}
+
+/// Sizes a GPU candidate's KV pool to fill what the weights and activations leave of each
+/// device (at `devices.utilization`), as serving engines do; CPU candidates keep theirs.
+pub fn fit_kv_pool(model: &ModelConfig, config: &mut EngineConfig, limits: &Limits) {
+    let Some(d) = limits.devices else { return };
+    let p = &config.parallel;
+    let need = device_memory(model, config);
+    let budget = (d.memory_bytes as f64 * d.utilization) as u64;
+    let free_per_device = budget.saturating_sub(need.weights + need.activations);
+    let per_replica = free_per_device * (p.tp * p.pp).max(1) as u64;
+    config.kv_pool_blocks = None;
+    config.kv_pool_mib = ((per_replica >> 20) as usize).max(1);
+}
+
 /// Why a config cannot run here, or `Ok` if it can.
 pub fn check(model: &ModelConfig, config: &EngineConfig, limits: &Limits) -> Result<(), String> {
+    if let Some(d) = limits.devices {
+        return check_devices(model, config, limits, &d);
+    }
     config.validate_for(model, "candidate").map_err(|e| format!("{}: {}", e.field, e.reason))?;
     let p = &config.parallel;
     let cores = p.ranks_per_replica() * p.dp * config.threads;
@@ -82,14 +131,7 @@ pub fn check(model: &ModelConfig, config: &EngineConfig, limits: &Limits) -> Res
             p.tp, p.ep, p.pp, p.dp, config.threads, limits.cores
         ));
     }
-    if let BatchPolicy::Continuous { max_num_batched_tokens, prefill_chunk: 0, .. } = config.batch
-        && max_num_batched_tokens < limits.max_prompt_tokens
-    {
-        return Err(format!(
-            "prefill: without chunked prefill, max_num_batched_tokens = {max_num_batched_tokens} cannot hold the workload's longest prompt ({} tokens)",
-            limits.max_prompt_tokens
-        ));
-    }
+    check_prefill(config, limits)?;
     let need = memory(model, config);
     if need.total() > limits.memory_bytes {
         let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
@@ -100,6 +142,55 @@ pub fn check(model: &ModelConfig, config: &EngineConfig, limits: &Limits) -> Res
             gib(need.activations),
             gib(need.total()),
             gib(limits.memory_bytes)
+        ));
+    }
+    Ok(())
+}
+
+/// [`check`] for a GPU target: ranks fit the devices, each device's share fits its memory.
+fn check_devices(
+    model: &ModelConfig,
+    config: &EngineConfig,
+    limits: &Limits,
+    d: &Devices,
+) -> Result<(), String> {
+    let p = &config.parallel;
+    let ranks = p.ranks_per_replica() * p.dp;
+    if ranks > d.count {
+        return Err(format!(
+            "devices: tp·ep·pp·dp = {}·{}·{}·{} = {ranks} > {} devices",
+            p.tp, p.ep, p.pp, p.dp, d.count
+        ));
+    }
+    let need = device_memory(model, config);
+    let budget = (d.memory_bytes as f64 * d.utilization) as u64;
+    let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
+    // Weights and activations alone over the budget: the reason is memory, whatever the
+    // pool (which then cannot hold one sequence) says.
+    if need.total() > budget || need.weights + need.activations >= budget {
+        return Err(format!(
+            "memory: per device, weights {:.1} + KV {:.1} + activations {:.1} = {:.1} GiB > {:.1} GiB ({:.0}% of {:.1} GiB)",
+            gib(need.weights),
+            gib(need.kv),
+            gib(need.activations),
+            gib(need.total()),
+            gib(budget),
+            d.utilization * 100.0,
+            gib(d.memory_bytes)
+        ));
+    }
+    config.validate_for(model, "candidate").map_err(|e| format!("{}: {}", e.field, e.reason))?;
+    check_prefill(config, limits)
+}
+
+/// Without chunked prefill, the step's token budget must hold the longest prompt.
+fn check_prefill(config: &EngineConfig, limits: &Limits) -> Result<(), String> {
+    if let BatchPolicy::Continuous { max_num_batched_tokens, prefill_chunk: 0, .. } = config.batch
+        && max_num_batched_tokens < limits.max_prompt_tokens
+    {
+        return Err(format!(
+            "prefill: without chunked prefill, max_num_batched_tokens = {max_num_batched_tokens} cannot hold the workload's longest prompt ({} tokens)",
+            limits.max_prompt_tokens
         ));
     }
     Ok(())
@@ -116,7 +207,7 @@ mod tests {
     use super::*;
 
     fn limits() -> Limits {
-        Limits { memory_bytes: 8 << 30, cores: 2, max_prompt_tokens: 2048 }
+        Limits { memory_bytes: 8 << 30, cores: 2, max_prompt_tokens: 2048, devices: None }
     }
 
     #[test]
@@ -152,6 +243,27 @@ mod tests {
         };
         let e = check(&mini, &unchunked, &limits()).unwrap_err();
         assert_eq!(reason_kind(&e), "prefill", "{e}");
+    }
+
+    #[test]
+    fn bf16_mixtral_8x7b_does_not_fit_one_h100_but_fits_two() {
+        let mixtral = ModelConfig::preset("mixtral").expect("mixtral");
+        let h100 = Devices { count: 8, memory_bytes: 80_000_000_000, utilization: 0.9 };
+        let limits = Limits { devices: Some(h100), ..limits() };
+        let mut c = EngineConfig::default();
+        c.set_weight_format(dyno_engine::WeightFormat::Bf16);
+        fit_kv_pool(&mixtral, &mut c, &limits);
+        let e = check(&mixtral, &c, &limits).unwrap_err();
+        assert_eq!(reason_kind(&e), "memory", "{e}");
+        c.parallel.tp = 2;
+        fit_kv_pool(&mixtral, &mut c, &limits);
+        assert_eq!(check(&mixtral, &c, &limits), Ok(()));
+        let per_device = device_memory(&mixtral, &c);
+        let budget = 72_000_000_000u64;
+        assert!(per_device.total() <= budget && per_device.total() > budget - (64 << 20));
+        c.parallel.dp = 8;
+        let e = check(&mixtral, &c, &limits).unwrap_err();
+        assert_eq!(reason_kind(&e), "devices", "{e}");
     }
 
     #[test]

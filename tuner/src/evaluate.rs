@@ -2,8 +2,8 @@
 //!
 //! [`MeasuredEvaluator`] starts the reference engine with the candidate on this machine and
 //! load-tests it through the harness over loopback HTTP, at a fixed open-loop rate or at the
-//! highest rate that meets the workload's SLOs. The simulator (issue 7) will be a second
-//! [`Evaluator`] beside it, returning the same metrics.
+//! highest rate that meets the workload's SLOs. [`SimulatedEvaluator`] predicts the same
+//! metrics with the simulator, for hardware that is not here (or to search widely first).
 
 use std::future::Future;
 use std::time::Duration;
@@ -11,14 +11,17 @@ use std::time::Duration;
 use dyno_engine::{EngineConfig, ModelConfig};
 use dyno_harness::client::{Client, SloDeadline};
 use dyno_harness::load::measure;
-use dyno_harness::metrics::SummaryOptions;
+use dyno_harness::metrics::{LoadReport, SummaryOptions};
 use dyno_harness::runner::RunOptions;
 use dyno_harness::search::{SearchOptions, max_rate_under_slo};
 use dyno_harness::target::Target;
 use dyno_workloads::{LoadOverrides, Workload};
 use serde::{Deserialize, Serialize};
 
+use crate::hardware::HardwareProfile;
 use crate::objective::TrialMetrics;
+use crate::simulate::{SimOptions, SimOutcome, simulate_load};
+use crate::step_model::StepModel;
 
 /// Turns a candidate config into metrics.
 pub trait Evaluator: Sync {
@@ -31,6 +34,12 @@ pub trait Evaluator: Sync {
         fidelity: f64,
         rate_hint: Option<f64>,
     ) -> impl Future<Output = Result<TrialMetrics, String>> + Send;
+
+    /// Whether the metrics are predictions (a model of the hardware) rather than
+    /// measurements; studies store them as such.
+    fn predicts(&self) -> bool {
+        false
+    }
 }
 
 /// At which load a trial measures.
@@ -197,5 +206,106 @@ impl Evaluator for MeasuredEvaluator {
             Ok(result) => result,
             Err(_) => Err(format!("timeout: the trial ran past {:?}", self.trial_timeout)),
         }
+    }
+}
+
+/// The simulator: the engine's scheduler driven by the step-time model of a hardware
+/// profile, at the same load levels as [`MeasuredEvaluator`].
+#[derive(Debug, Clone)]
+pub struct SimulatedEvaluator {
+    /// The hardware.
+    pub profile: HardwareProfile,
+    /// The model.
+    pub model: ModelConfig,
+    /// The request stream and its SLOs.
+    pub workload: Workload,
+    /// Simulated requests of a full-fidelity run.
+    pub requests: usize,
+    /// At which load.
+    pub level: LoadLevel,
+    /// Zipf-like skew of expert routing (0: uniform).
+    pub routing_skew: f64,
+}
+
+impl SimulatedEvaluator {
+    /// One simulated open-loop run of `config` at `rate` with `requests` requests.
+    pub fn run_at(
+        &self,
+        config: &EngineConfig,
+        rate: f64,
+        requests: usize,
+    ) -> Result<(LoadReport, SimOutcome), String> {
+        let step_model =
+            StepModel::new(&self.profile, &self.model, config).with_routing_skew(self.routing_skew);
+        let slo = &self.workload.slo;
+        let slo_deadline = match (slo.ttft_p99_ms, slo.tpot_p99_ms) {
+            (Some(ttft), Some(tpot)) => {
+                Some(SloDeadline { ttft_s: ttft / 1e3, tpot_s: tpot / 1e3, grace_s: 1.0 })
+            }
+            _ => None,
+        };
+        let overrides = LoadOverrides {
+            rate: Some(rate),
+            concurrency: None,
+            requests: Some(requests),
+            duration_s: None,
+        };
+        simulate_load(
+            &self.workload,
+            &overrides,
+            &self.model,
+            config,
+            &step_model,
+            &SimOptions { slo_deadline, log_steps: false },
+            &SummaryOptions::default(),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    /// Requests of one run at `fidelity` (at least 16).
+    pub fn requests_at(&self, fidelity: f64) -> usize {
+        ((self.requests as f64 * fidelity).round() as usize).max(16)
+    }
+}
+
+impl Evaluator for SimulatedEvaluator {
+    async fn evaluate(
+        &self,
+        config: &EngineConfig,
+        fidelity: f64,
+        rate_hint: Option<f64>,
+    ) -> Result<TrialMetrics, String> {
+        let requests = self.requests_at(fidelity);
+        match self.level {
+            LoadLevel::FixedRate { rate } => {
+                let (report, _) = self.run_at(config, rate, requests)?;
+                Ok(TrialMetrics::from_report(&report, rate, 1, 0.0))
+            }
+            LoadLevel::MaxRateUnderSlo { start_rate, tolerance, max_probes } => {
+                let opts = SearchOptions {
+                    start_rate: rate_hint.unwrap_or(start_rate),
+                    tolerance,
+                    max_probes,
+                    ..SearchOptions::default()
+                };
+                let search = max_rate_under_slo(&opts, |rate| {
+                    let run = self.run_at(config, rate, requests);
+                    async move {
+                        let (report, _) = run?;
+                        Ok::<_, String>((report.slo_met.unwrap_or(true), report))
+                    }
+                })
+                .await?;
+                let chosen = search
+                    .best()
+                    .or_else(|| search.probes.iter().min_by(|a, b| a.rate.total_cmp(&b.rate)));
+                let probe = chosen.ok_or("the rate search ran no simulation")?;
+                Ok(TrialMetrics::from_report(&probe.result, probe.rate, search.probes.len(), 0.0))
+            }
+        }
+    }
+
+    fn predicts(&self) -> bool {
+        true
     }
 }

@@ -8,6 +8,7 @@ pub mod kernel_stage;
 pub mod objective;
 pub mod quality;
 pub mod replay;
+pub mod simulate;
 pub mod space;
 pub mod step_model;
 pub mod strategy;

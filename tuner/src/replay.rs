@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use dyno_results::store::{Trial, TrialStatus};
 use serde::Serialize;
 
-use crate::objective::{Goal, TrialMetrics};
+use crate::objective::Goal;
 use crate::strategy::{self, Context, Observation, Outcome, Point, Proposal, Space, StrategyKind};
 
 /// Stored full-fidelity results by point.
@@ -29,8 +29,7 @@ impl ReplayTable {
             let point: Option<Point> =
                 params.get("point").and_then(|p| serde_json::from_value(p.clone()).ok());
             let fidelity = params.get("fidelity").and_then(serde_json::Value::as_f64);
-            let metrics: Option<TrialMetrics> =
-                t.measured.clone().and_then(|m| serde_json::from_value(m).ok());
+            let metrics = crate::study::trial_metrics(t);
             if let (Some(point), Some(f), Some(m)) = (point, fidelity, metrics)
                 && f >= 1.0
             {

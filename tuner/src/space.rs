@@ -21,6 +21,8 @@ use crate::strategy::{Dim, Point, Space};
 
 /// The default space for a hardware kind, compiled in.
 const CPU_SPACE: &str = include_str!("../spaces/cpu.yaml");
+/// The built-in search space of GPU targets (simulated).
+const GPU_SPACE: &str = include_str!("../spaces/gpu.yaml");
 
 /// A space file that cannot be used, naming the file, the knob and why.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -85,12 +87,12 @@ impl ConfigSpace {
     pub fn builtin(hw: &str, cores: usize) -> Result<Self, SpaceError> {
         match hw {
             "cpu" => Self::from_yaml(CPU_SPACE, "built-in cpu space", cores),
+            "gpu" => Self::from_yaml(GPU_SPACE, "built-in gpu space", cores),
             other => Err(SpaceError {
                 origin: "--hw".into(),
                 knob: other.into(),
-                reason:
-                    "no built-in search space for this hardware (known: cpu); pass --space FILE"
-                        .into(),
+                reason: "no built-in search space for this hardware (known: cpu, gpu); pass --space FILE"
+                    .into(),
             }),
         }
     }

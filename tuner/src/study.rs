@@ -59,6 +59,28 @@ pub struct StudySettings {
     pub base: EngineConfig,
 }
 
+impl StudySettings {
+    /// The engine config of `point`: the base with the point's knobs set, and on GPU targets
+    /// the KV pool sized to fill each device.
+    pub fn candidate(&self, model: &ModelConfig, point: &[usize]) -> Result<EngineConfig, String> {
+        let mut config = self.space.config(&self.base, point)?;
+        constraints::fit_kv_pool(model, &mut config, &self.limits);
+        Ok(config)
+    }
+}
+
+/// A finished trial's metrics: measured when it was measured, else predicted (a simulated
+/// study).
+pub fn trial_metrics(t: &Trial) -> Option<TrialMetrics> {
+    t.measured.clone().or_else(|| t.predicted.clone()).and_then(|m| serde_json::from_value(m).ok())
+}
+
+/// A trial's prediction, when it has both a prediction and a measurement.
+pub fn trial_prediction(t: &Trial) -> Option<TrialMetrics> {
+    t.measured.as_ref()?;
+    t.predicted.clone().and_then(|m| serde_json::from_value(m).ok())
+}
+
 /// How one worker runs.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -219,7 +241,7 @@ impl<'a> Feasibility<'a> {
             return r.clone();
         }
         let s = self.settings;
-        let verdict = s.space.config(&s.base, point).and_then(|config| {
+        let verdict = s.candidate(self.model, point).and_then(|config| {
             constraints::check(self.model, &config, &s.limits)?;
             let format = config.weight_format().label();
             match self.kl.get(&format) {
@@ -334,16 +356,10 @@ fn observations(trials: &[Trial], goal: Goal) -> Vec<Observation> {
             let p: TrialParams = serde_json::from_value(t.params.clone()?).ok()?;
             let outcome = match t.status {
                 TrialStatus::Pending | TrialStatus::Running => Outcome::Pending,
-                TrialStatus::Completed => {
-                    match t
-                        .measured
-                        .clone()
-                        .and_then(|m| serde_json::from_value::<TrialMetrics>(m).ok())
-                    {
-                        Some(m) => Outcome::Value(m.score(goal)),
-                        None => Outcome::Failed,
-                    }
-                }
+                TrialStatus::Completed => match trial_metrics(&t) {
+                    Some(m) => Outcome::Value(m.score(goal)),
+                    None => Outcome::Failed,
+                },
                 _ => Outcome::Failed,
             };
             Some(Observation { point: p.point, fidelity: p.fidelity, outcome })
@@ -353,12 +369,13 @@ fn observations(trials: &[Trial], goal: Goal) -> Vec<Observation> {
 
 fn new_trial(
     settings: &StudySettings,
+    model: &ModelConfig,
     point: &[usize],
     fidelity: f64,
     baseline: bool,
     confirm: u32,
 ) -> Result<NewTrial, String> {
-    let config = settings.space.config(&settings.base, point)?;
+    let config = settings.candidate(model, point)?;
     let params = TrialParams {
         point: point.to_vec(),
         fidelity,
@@ -496,7 +513,8 @@ pub async fn run_worker<E: Evaluator>(
     if let Some(point) = settings.space.point_of(&settings.base)
         && feasible.check(&point).is_ok()
     {
-        let t = new_trial(settings, &point, 1.0, true, 0).map_err(StudyError::Invalid)?;
+        let t = new_trial(settings, feasible.model, &point, 1.0, true, 0)
+            .map_err(StudyError::Invalid)?;
         store.enqueue_trial(study.id, &t).await?;
     }
     let strategy = strategy::build(settings.strategy);
@@ -533,8 +551,8 @@ pub async fn run_worker<E: Evaluator>(
         };
         match proposal {
             Some(Proposal::Run { point, fidelity }) => {
-                let t =
-                    new_trial(settings, &point, fidelity, false, 0).map_err(StudyError::Invalid)?;
+                let t = new_trial(settings, feasible.model, &point, fidelity, false, 0)
+                    .map_err(StudyError::Invalid)?;
                 store.enqueue_trial(study.id, &t).await?;
             }
             Some(Proposal::Wait) if busy => tokio::time::sleep(opts.poll).await,
@@ -554,7 +572,8 @@ pub async fn run_worker<E: Evaluator>(
         // measurement (each point's mean over its measurements decides).
         let history = store.trials(study.id).await?;
         for (point, baseline) in confirmation_points(&history, settings.goal, opts.confirm) {
-            let t = new_trial(settings, &point, 1.0, baseline, 1).map_err(StudyError::Invalid)?;
+            let t = new_trial(settings, feasible.model, &point, 1.0, baseline, 1)
+                .map_err(StudyError::Invalid)?;
             store.enqueue_trial(study.id, &t).await?;
         }
         loop {
@@ -622,7 +641,7 @@ async fn claim_and_measure<E: Evaluator>(
     let hint = history
         .iter()
         .filter(|t| t.status == TrialStatus::Completed)
-        .filter_map(|t| serde_json::from_value::<TrialMetrics>(t.measured.clone()?).ok())
+        .filter_map(trial_metrics)
         .max_by(|a, b| a.score(settings.goal).total_cmp(&b.score(settings.goal)))
         .map(|m| m.rate);
     let mut result = evaluator.evaluate(&config, params.fidelity, hint).await;
@@ -633,15 +652,24 @@ async fn claim_and_measure<E: Evaluator>(
         };
     }
     let outcome = match &result {
+        Ok(m) if evaluator.predicts() => TrialOutcome {
+            status: TrialStatus::Completed,
+            measured: None,
+            predicted: serde_json::to_value(m).ok(),
+            error: None,
+            run: None,
+        },
         Ok(m) => TrialOutcome {
             status: TrialStatus::Completed,
             measured: serde_json::to_value(m).ok(),
+            predicted: None,
             error: None,
             run: None,
         },
         Err(e) => TrialOutcome {
             status: TrialStatus::Failed,
             measured: None,
+            predicted: None,
             error: Some(e.clone()),
             run: None,
         },
@@ -681,9 +709,7 @@ pub fn point_stats(trials: &[Trial], goal: Goal) -> Vec<PointStats> {
         else {
             continue;
         };
-        let Some(m) =
-            t.measured.clone().and_then(|m| serde_json::from_value::<TrialMetrics>(m).ok())
-        else {
+        let Some(m) = trial_metrics(t) else {
             continue;
         };
         if p.fidelity < 1.0 {
@@ -725,8 +751,7 @@ pub fn report(study: &Study, settings: &StudySettings, trials: &[Trial]) -> Stud
         .map(|t| {
             let params: Option<TrialParams> =
                 t.params.clone().and_then(|p| serde_json::from_value(p).ok());
-            let metrics: Option<TrialMetrics> =
-                t.measured.clone().and_then(|m| serde_json::from_value(m).ok());
+            let metrics = trial_metrics(t);
             TrialRow {
                 number: t.number,
                 status: t.status,

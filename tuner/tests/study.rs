@@ -101,7 +101,7 @@ fn settings(strategy: StrategyKind, budget: usize, cores: usize) -> StudySetting
         level: LoadLevel::FixedRate { rate: 1.0 },
         requests: 10,
         max_kl: 0.05,
-        limits: Limits { memory_bytes: 8 << 30, cores, max_prompt_tokens: 256 },
+        limits: Limits { memory_bytes: 8 << 30, cores, max_prompt_tokens: 256, devices: None },
         space: ConfigSpace::from_yaml(SPACE, "space.yaml", 2).expect("space"),
         base: EngineConfig { threads: 1, ..EngineConfig::default() },
     }

@@ -1231,7 +1231,8 @@ macro_rules! backend {
                 // The status (and worker) test in the UPDATE is what keeps a stale worker from
                 // finishing a trial that was requeued or claimed again since.
                 let done = sqlx::query(
-                    "UPDATE trials SET status = $1, measured = $2, error = $3, run_id = $4, finished_at = $5 \
+                    "UPDATE trials SET status = $1, measured = $2, error = $3, run_id = $4, finished_at = $5, \
+                     predicted = COALESCE($8, predicted) \
                      WHERE id = $6 AND status = 'running' AND ($7 IS NULL OR worker = $7)",
                 )
                 .bind(outcome.status.as_str())
@@ -1241,6 +1242,7 @@ macro_rules! backend {
                 .bind(now_ms())
                 .bind(trial)
                 .bind(worker)
+                .bind(outcome.predicted.as_ref().map(|m| m.to_string()))
                 .execute(&mut *tx)
                 .await?;
                 if done.rows_affected() == 1 {

@@ -504,6 +504,9 @@ pub struct TrialOutcome {
     pub status: TrialStatus,
     /// Measured metrics as JSON, if measured.
     pub measured: Option<serde_json::Value>,
+    /// Predicted metrics as JSON (a simulated evaluation), replacing any prediction stored
+    /// when the trial was queued; `None` keeps that one.
+    pub predicted: Option<serde_json::Value>,
     /// Why it failed, if it did.
     pub error: Option<String>,
     /// The run holding its full results, if recorded.
