@@ -8,6 +8,7 @@ use crate::engine_cmd::{self, EngineArgs, ModelArgs, ServeArgs};
 use crate::kernels_cmd::{self, KernelsArgs};
 use crate::load_cmd::{self, LoadArgs};
 use crate::nightly_cmd::{self, NightlyArgs};
+use crate::simulate_cmd::{self, SimulateArgs};
 use crate::tune_cmd::{self, StudyArgs};
 pub use crate::tune_cmd::{TuneArgs, run_tune};
 use std::process::ExitCode;
@@ -48,6 +49,9 @@ pub enum Command {
     Compare(CompareArgs),
     /// Run a suite, record it, detect regressions; exit 1 on an open confirmed regression.
     Nightly(NightlyArgs),
+    /// Predict a workload's metrics on a hardware profile with the simulator (the engine's
+    /// scheduler and a step-time model), printed like `dyno load`.
+    Simulate(Box<SimulateArgs>),
 }
 
 /// Runs a parsed command line; the exit code of a command that completed (errors exit 2).
@@ -62,6 +66,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => done(engine_cmd::run_serve(args)),
         Command::Load(args) => done(load_cmd::run_load_cmd(*args)),
         Command::Nightly(args) => nightly_cmd::run_nightly(args),
+        Command::Simulate(args) => done(simulate_cmd::run_simulate(*args)),
         Command::Db(args) => done(db_cmd::run_db(args)),
         Command::Ingest(args) => done(db_cmd::run_ingest(args)),
         Command::Alerts(args) => done(db_cmd::run_alerts(args)),

@@ -8,4 +8,5 @@ pub mod kernels_cmd;
 pub mod load_cmd;
 pub mod nightly_cmd;
 pub mod record_args;
+pub mod simulate_cmd;
 pub mod tune_cmd;

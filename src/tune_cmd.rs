@@ -267,7 +267,8 @@ pub fn run_tune(args: TuneArgs) -> Result<()> {
             }
             _ => None,
         };
-        let mut limits = Limits { memory_bytes: memory, cores, max_prompt_tokens: max_prompt };
+        let mut limits =
+            Limits { memory_bytes: memory, cores, max_prompt_tokens: max_prompt, devices: None };
         if let Some(stored) = &existing {
             eprintln!("continuing study: base config and limits as stored (kernel level skipped)");
             base = stored.base.clone();

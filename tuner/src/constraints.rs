@@ -15,6 +15,8 @@ use dyno_engine::ModelConfig;
 use dyno_engine::config::{BatchPolicy, EngineConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::hardware::HardwareProfile;
+
 /// What the hardware gives a candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Limits {
@@ -27,6 +29,35 @@ pub struct Limits {
     /// GPU targets: the devices, whose memory each rank fits in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub devices: Option<Devices>,
+}
+
+impl Limits {
+    /// The limits of `devices` devices of `profile` (a CPU profile: its memory and cores),
+    /// for a workload whose longest prompt is `max_prompt_tokens`.
+    pub fn for_profile(
+        profile: &HardwareProfile,
+        devices: usize,
+        max_prompt_tokens: usize,
+    ) -> Self {
+        match profile.cpu {
+            Some(cpu) if !profile.is_gpu() => Limits {
+                memory_bytes: profile.memory_bytes(),
+                cores: cpu.cores,
+                max_prompt_tokens,
+                devices: None,
+            },
+            _ => Limits {
+                memory_bytes: profile.memory_bytes() * devices as u64,
+                cores: usize::MAX,
+                max_prompt_tokens,
+                devices: Some(Devices {
+                    count: devices,
+                    memory_bytes: profile.memory_bytes(),
+                    utilization: 0.9,
+                }),
+            },
+        }
+    }
 }
 
 /// The GPUs of a target: every rank owns one.

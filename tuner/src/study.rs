@@ -356,7 +356,7 @@ fn observations(trials: &[Trial], goal: Goal) -> Vec<Observation> {
             let p: TrialParams = serde_json::from_value(t.params.clone()?).ok()?;
             let outcome = match t.status {
                 TrialStatus::Pending | TrialStatus::Running => Outcome::Pending,
-                TrialStatus::Completed => match trial_metrics(&t) {
+                TrialStatus::Completed => match trial_metrics(t) {
                     Some(m) => Outcome::Value(m.score(goal)),
                     None => Outcome::Failed,
                 },

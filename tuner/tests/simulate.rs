@@ -27,9 +27,11 @@ fn constant_steps_at_batch_one_reproduce_the_md1_mean_wait() {
         "seed: 7\nlengths:\n  prompt: { dist: fixed, value: 4 }\n  output: { dist: fixed, value: 1 }\narrival: { process: poisson, rate: 0.5 }\nrequests: 200000\n",
     );
     let model = ModelConfig::preset("mixtral-tiny").unwrap();
-    let mut cfg = EngineConfig::default();
-    cfg.batch = BatchPolicy::Static { batch_size: 1 };
-    cfg.max_waiting = 1_000_000;
+    let cfg = EngineConfig {
+        batch: BatchPolicy::Static { batch_size: 1 },
+        max_waiting: 1_000_000,
+        ..EngineConfig::default()
+    };
     let plan = w.plan(&LoadOverrides::default()).unwrap();
     let out = simulate(&plan, &model, &cfg, &ConstantStep(1.0), &SimOptions::default());
     assert_eq!(out.records.len(), 200_000);

@@ -4,23 +4,32 @@
 //! ownership. It hands out the lowest free id first so that the same calls always give the
 //! same block tables (the engine and the simulator must agree step for step).
 
-use std::collections::BTreeSet;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 /// Free list of KV blocks, lowest id first.
+///
+/// Every block at or above `fresh` has never been handed out; blocks below it that were
+/// freed wait in a min-heap. The lowest free id is the smaller of the heap's top and
+/// `fresh`, so a pool of any size starts in O(1) and each call costs O(log freed).
 #[derive(Debug, Clone)]
 pub struct BlockAllocator {
-    /// Ids not owned by any sequence.
-    free: BTreeSet<u32>,
+    /// Freed ids below `fresh`, lowest on top.
+    freed: BinaryHeap<Reverse<u32>>,
+    /// The lowest id never handed out.
+    fresh: u32,
     /// `owned[b]`: block `b` is handed out (catches double frees and double ownership).
     owned: Vec<bool>,
+    /// Blocks handed out.
+    used: usize,
 }
 
 impl BlockAllocator {
     /// A pool of `num_blocks` blocks, all free. Ids are `u32`, so a pool is capped at
     /// `u32::MAX` blocks (far beyond any real KV cache).
     pub fn new(num_blocks: usize) -> Self {
-        let n = num_blocks.min(u32::MAX as usize) as u32;
-        Self { free: (0..n).collect(), owned: vec![false; n as usize] }
+        let n = num_blocks.min(u32::MAX as usize);
+        Self { freed: BinaryHeap::new(), fresh: 0, owned: vec![false; n], used: 0 }
     }
 
     /// Blocks in the pool.
@@ -30,19 +39,30 @@ impl BlockAllocator {
 
     /// Blocks not owned by any sequence.
     pub fn num_free(&self) -> usize {
-        self.free.len()
+        self.owned.len() - self.used
     }
 
     /// Blocks owned by some sequence.
     pub fn num_used(&self) -> usize {
-        self.owned.len() - self.free.len()
+        self.used
     }
 
     /// Takes the lowest free block, or `None` when the pool is exhausted.
     pub fn allocate(&mut self) -> Option<u32> {
-        let b = self.free.pop_first()?;
+        let b = match self.freed.peek() {
+            Some(&Reverse(b)) => {
+                self.freed.pop();
+                b
+            }
+            None if (self.fresh as usize) < self.owned.len() => {
+                self.fresh += 1;
+                self.fresh - 1
+            }
+            None => return None,
+        };
         debug_assert!(!self.owned[b as usize], "block {b} was free and owned");
         self.owned[b as usize] = true;
+        self.used += 1;
         Some(b)
     }
 
@@ -56,7 +76,8 @@ impl BlockAllocator {
         debug_assert!(*owned, "block {block} freed twice");
         if *owned {
             *owned = false;
-            self.free.insert(block);
+            self.used -= 1;
+            self.freed.push(Reverse(block));
         }
     }
 

@@ -43,7 +43,8 @@ mod tests;
 use crate::config::{BatchPolicy, EngineConfig, Priority};
 use crate::model_config::ModelConfig;
 use block::BlockAllocator;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use thiserror::Error;
 
 /// A sequence's id, chosen by the caller (unique among waiting and running sequences).
@@ -191,6 +192,31 @@ struct Seq {
     arrival: f64,
     state: SeqState,
     blocks: Vec<u32>,
+    /// The step (by [`Scheduler`]'s step counter) whose plan last gave this sequence an item:
+    /// equal to the current counter while a step is built means "already has an item".
+    planned_in: u64,
+}
+
+/// Hashes sequence ids with one multiply (Fx-style): ids are the scheduler's only keys and
+/// nothing iterates the map, so a fast hash keeps lookups cheap (the simulator steps this
+/// state machine millions of times) without making any decision order-dependent.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SeqIdHasher(u64);
+
+impl Hasher for SeqIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
 }
 
 impl Seq {
@@ -209,10 +235,6 @@ struct Plan {
 }
 
 impl Plan {
-    fn has_item(&self, id: SeqId) -> bool {
-        self.items.iter().any(|i| i.seq == id)
-    }
-
     fn into_step(self) -> Step {
         Step { items: self.items, preempted: self.preempted, wake_at: None }
     }
@@ -233,13 +255,15 @@ pub struct Scheduler {
     cfg: SchedulerConfig,
     /// `max_context` capped at the pool's capacity.
     max_context: usize,
-    seqs: BTreeMap<SeqId, Seq>,
+    seqs: HashMap<SeqId, Seq, BuildHasherDefault<SeqIdHasher>>,
     /// FCFS; preempted sequences go to the front.
     waiting: VecDeque<SeqId>,
     /// In admission order: the last is the most recently admitted (the preemption victim).
     running: Vec<SeqId>,
     blocks: BlockAllocator,
     preemptions_total: u64,
+    /// Calls of [`Scheduler::schedule`] so far: names the step being built.
+    step_counter: u64,
 }
 
 impl Scheduler {
@@ -251,11 +275,12 @@ impl Scheduler {
         Self {
             cfg,
             max_context,
-            seqs: BTreeMap::new(),
+            seqs: HashMap::default(),
             waiting: VecDeque::new(),
             running: Vec::new(),
             blocks,
             preemptions_total: 0,
+            step_counter: 0,
         }
     }
 
@@ -294,6 +319,7 @@ impl Scheduler {
                 arrival: now,
                 state: SeqState::Waiting,
                 blocks: Vec::new(),
+                planned_in: 0,
             },
         );
         self.waiting.push_back(id);
@@ -303,6 +329,7 @@ impl Scheduler {
     /// The next step's work. Allocates the KV blocks the step's items need (so block tables
     /// cover `start + len` tokens), preempting if needed.
     pub fn schedule(&mut self, now: f64) -> Step {
+        self.step_counter += 1;
         match self.cfg.policy {
             BatchPolicy::Static { batch_size } => self.schedule_batch(batch_size, None, now),
             BatchPolicy::Dynamic { max_batch, max_queue_delay_ms } => {
@@ -485,7 +512,7 @@ impl Scheduler {
                 if plan.preempted.is_empty() {
                     // Keep the blocks this step's decodes need, so a new admission is not
                     // preempted by them in the same step.
-                    let reserve = self.decode_block_reserve(&plan);
+                    let reserve = self.decode_block_reserve();
                     self.admit_phase(max_seqs, budget, chunk, reserve, &mut plan);
                 }
                 self.run_phase(Phase::Decodes, budget, chunk, &mut plan);
@@ -499,14 +526,14 @@ impl Scheduler {
         let mut i = 0;
         while i < self.running.len() {
             let id = self.running[i];
-            let remaining = self.remaining(id);
+            let (remaining, planned) =
+                self.seqs.get(&id).map_or((0, true), |s| (s.remaining(), self.is_planned(s)));
             let wanted = match phase {
                 Phase::Decodes => remaining == 1,
                 Phase::Prefills => remaining > 1,
             };
             let left = budget.saturating_sub(plan.tokens);
-            let len =
-                if wanted && !plan.has_item(id) { chunk_len(remaining, chunk, left) } else { 0 };
+            let len = if wanted && !planned { chunk_len(remaining, chunk, left) } else { 0 };
             if len > 0 {
                 self.schedule_item(id, len, plan);
             }
@@ -542,11 +569,11 @@ impl Scheduler {
     }
 
     /// New blocks the running decodes without an item yet would take this step.
-    fn decode_block_reserve(&self, plan: &Plan) -> usize {
+    fn decode_block_reserve(&self) -> usize {
         self.running
             .iter()
-            .filter(|&&id| !plan.has_item(id))
             .filter_map(|id| self.seqs.get(id))
+            .filter(|s| !self.is_planned(s))
             .filter(|s| s.remaining() == 1)
             .map(|s| self.blocks_for(s.total).saturating_sub(s.blocks.len()))
             .sum()
@@ -563,9 +590,17 @@ impl Scheduler {
         if !self.grow(id, end, plan) {
             return false;
         }
+        if let Some(s) = self.seqs.get_mut(&id) {
+            s.planned_in = self.step_counter;
+        }
         plan.items.push(StepItem { seq: id, start, len, samples: end == total });
         plan.tokens += len;
         true
+    }
+
+    /// Whether the step being built already has an item for `s`.
+    fn is_planned(&self, s: &Seq) -> bool {
+        s.planned_in == self.step_counter
     }
 
     /// Extends `id`'s block table to cover `tokens` positions. While no block is free,
@@ -604,6 +639,7 @@ impl Scheduler {
             }
             s.computed = 0;
             s.state = SeqState::Waiting;
+            s.planned_in = 0;
         }
         self.waiting.push_front(victim);
         plan.preempted.push(victim);
