@@ -12,7 +12,8 @@ use dyno_harness::provenance::{GitInfo, GitOverrides, memory_bytes};
 use dyno_kernels::tune::{KernelCache, default_cache_path};
 use dyno_tuner::constraints::Limits;
 use dyno_tuner::emit::{Provenance, best_config_yaml};
-use dyno_tuner::evaluate::{LoadLevel, MeasuredEvaluator};
+use dyno_tuner::evaluate::{Evaluator, LoadLevel, MeasuredEvaluator, SimulatedEvaluator};
+use dyno_tuner::hardware::{HardwareProfile, resolve_target};
 use dyno_tuner::kernel_stage::{KernelStageOptions, tune_kernels};
 use dyno_tuner::objective::Goal;
 use dyno_tuner::quality::{QualityCache, default_path};
@@ -25,13 +26,18 @@ use dyno_tuner::study::{
 use dyno_workloads::{LoadOverrides, Slo, Workload};
 
 use crate::record_args::{DbArgs, block_on};
+use crate::simulate_cmd::longest_prompt;
 
 /// Arguments of `dyno tune` (and of the `tune` binary).
 #[derive(Debug, Args)]
 pub struct TuneArgs {
-    /// Hardware target: `cpu` (this machine, measured).
+    /// Hardware target: `cpu` (this machine: measured), or a GPU profile — h100 (h100-sxm),
+    /// h200, a100 (a100-80gb), l40s, or a profile YAML file — searched with the simulator.
     #[arg(long, default_value = "cpu")]
     pub hw: String,
+    /// GPU targets: devices [default: one node of the profile].
+    #[arg(long)]
+    pub gpus: Option<usize>,
     /// Model preset or model YAML file.
     #[arg(long, default_value = "mixtral-mini")]
     pub model: String,
@@ -44,9 +50,9 @@ pub struct TuneArgs {
     /// Search strategy: grid, random, lhs, tpe, halving.
     #[arg(long, default_value = "tpe")]
     pub strategy: StrategyKind,
-    /// Trials at most (the baseline trial included).
-    #[arg(long, default_value_t = 40)]
-    pub budget: usize,
+    /// Trials at most (the baseline trial included) [default: 40 measured, 100 simulated].
+    #[arg(long)]
+    pub budget: Option<usize>,
     /// Stop proposing after this many minutes.
     #[arg(long, value_name = "MIN")]
     pub time_budget_min: Option<f64>,
@@ -64,9 +70,9 @@ pub struct TuneArgs {
     /// the highest rate that meets the SLOs.
     #[arg(long)]
     pub rate: Option<f64>,
-    /// Measured requests per full-fidelity load test.
-    #[arg(long, default_value_t = 24)]
-    pub requests: usize,
+    /// Requests per full-fidelity load test [default: 24 measured, 400 simulated].
+    #[arg(long)]
+    pub requests: Option<usize>,
     /// Largest mean KL divergence against f32 a weight format may have, nats.
     #[arg(long, default_value_t = 0.05)]
     pub max_kl: f64,
@@ -185,15 +191,9 @@ fn hardware_line(cores: usize) -> String {
     format!("cpu: {}, {cores} cores, {}", id.cpu_model, id.isa)
 }
 
-/// Runs `dyno tune`.
+/// Runs `dyno tune`: measured on this machine for `--hw cpu`, simulated for GPU profiles.
 pub fn run_tune(args: TuneArgs) -> Result<()> {
-    if args.hw != "cpu" {
-        bail!(
-            "--hw {}: only `cpu` (this machine, measured) is supported so far; simulated targets (h100, a100, ...) come with the hardware profiles",
-            args.hw
-        );
-    }
-    if args.budget == 0 {
+    if args.budget == Some(0) {
         bail!("--budget 0: a study needs at least one trial");
     }
     if let Some(r) = args.rate
@@ -204,6 +204,7 @@ pub fn run_tune(args: TuneArgs) -> Result<()> {
     if !(args.max_kl.is_finite() && args.max_kl >= 0.0) {
         bail!("--max-kl {}: must be ≥ 0", args.max_kl);
     }
+    let profile = resolve_target(&args.hw)?;
     let model = ModelConfig::resolve(&args.model)?;
     let mut workload = Workload::load(&args.workload)?;
     if let Some(text) = &args.slo {
@@ -215,10 +216,41 @@ pub fn run_tune(args: TuneArgs) -> Result<()> {
             workload.name
         );
     }
+    if profile.is_gpu() {
+        run_simulated_tune(args, profile, model, workload)
+    } else {
+        run_measured_tune(args, model, workload)
+    }
+}
+
+/// The longest prompt of the first `requests` requests of `workload`.
+fn max_prompt(workload: &Workload, requests: usize) -> Result<usize> {
+    longest_prompt(workload, &LoadOverrides { requests: Some(requests), ..Default::default() })
+}
+
+/// A study of an existing name being continued or joined, with its stored settings.
+async fn existing_settings(
+    store: &dyno_results::store::Store,
+    args: &TuneArgs,
+) -> Result<Option<StudySettings>> {
+    match &args.study {
+        Some(name) if args.resume || args.worker => match store.study_by_name(name).await? {
+            Some(st) => Ok(Some(
+                serde_json::from_value(st.settings)
+                    .with_context(|| format!("study `{name}` was not created by `dyno tune`"))?,
+            )),
+            None => Ok(None),
+        },
+        _ => Ok(None),
+    }
+}
+
+/// `dyno tune --hw cpu`: kernels, then load tests of the engine on this machine.
+fn run_measured_tune(args: TuneArgs, model: ModelConfig, workload: Workload) -> Result<()> {
     let cores = args.cores.unwrap_or_else(dyno_kernels::threads::available).max(1);
     let space = match &args.space {
         Some(p) => ConfigSpace::from_file(p, cores)?,
-        None => ConfigSpace::builtin(&args.hw, cores)?,
+        None => ConfigSpace::builtin("cpu", cores)?,
     };
     let mut base = match &args.base_config {
         Some(p) => EngineConfig::from_yaml_file(p)?,
@@ -230,12 +262,9 @@ pub fn run_tune(args: TuneArgs) -> Result<()> {
         Some(g) => bail!("--memory-gib {g}: must be positive"),
         None => memory_bytes().map_or(8 << 30, |b| b / 5 * 4),
     };
-    let plan =
-        workload.plan(&LoadOverrides { requests: Some(args.requests), ..Default::default() })?;
-    let max_prompt = (0..plan.max_requests.unwrap_or(plan.arrivals_s.len()))
-        .map(|i| plan.request(i).prompt.len())
-        .max()
-        .unwrap_or(0);
+    let requests = args.requests.unwrap_or(MEASURED_REQUESTS);
+    let budget = args.budget.unwrap_or(MEASURED_BUDGET);
+    let max_prompt = max_prompt(&workload, requests)?;
     let level = match args.rate {
         Some(rate) => LoadLevel::FixedRate { rate },
         None => LoadLevel::MaxRateUnderSlo {
@@ -256,17 +285,7 @@ pub fn run_tune(args: TuneArgs) -> Result<()> {
         );
         // A study being continued or joined keeps the base config and limits it was created
         // with (its tuned kernel tiles included): every worker measures the same candidates.
-        let existing: Option<StudySettings> = match &args.study {
-            Some(name) if args.resume || args.worker => {
-                match store.study_by_name(name).await? {
-                    Some(st) => Some(serde_json::from_value(st.settings).with_context(|| {
-                        format!("study `{name}` was not created by `dyno tune`")
-                    })?),
-                    None => None,
-                }
-            }
-            _ => None,
-        };
+        let existing = existing_settings(&store, &args).await?;
         let mut limits =
             Limits { memory_bytes: memory, cores, max_prompt_tokens: max_prompt, devices: None };
         if let Some(stored) = &existing {
@@ -300,76 +319,222 @@ pub fn run_tune(args: TuneArgs) -> Result<()> {
             model: model.name.clone(),
             workload: workload.name.clone(),
             strategy: args.strategy,
-            budget: args.budget,
+            budget,
             seed: args.seed,
             goal: args.objective,
             level,
-            requests: args.requests,
+            requests,
             max_kl: args.max_kl,
             limits,
             space,
             base,
         };
-        let mut quality = QualityCache::load(&default_path()).map_err(anyhow::Error::msg)?;
-        eprintln!(
-            "quality: KL against f32 per weight format (cached in {})",
-            default_path().display()
-        );
-        let kl = study::formats_kl(&settings, &model, &mut quality);
-        let mut formats: Vec<_> = kl.iter().collect();
-        formats.sort_by(|a, b| a.0.cmp(b.0));
-        for (f, v) in formats {
-            match v {
-                Ok(v) if *v > settings.max_kl => {
-                    eprintln!("  {f:<10} {v:.2e} nats  over the bound: pruned")
-                }
-                Ok(v) => eprintln!("  {f:<10} {v:.2e} nats  ok"),
-                Err(e) => eprintln!("  {f:<10} cannot hold the model: {e}"),
-            }
-        }
-        let feasible = Feasibility::new(&settings, &model, kl);
-        let pruned = feasible.pruning_summary();
-        let name = args.study.clone().unwrap_or_else(|| {
-            let secs = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            format!("{}-{}-{}-{secs}", settings.model, settings.workload, settings.hw)
-        });
-        let (study_row, created) =
-            study::open(&store, &name, &settings, &pruned, args.resume || args.worker).await?;
-        eprintln!(
-            "study `{}` (id {}){}: {} strategy, budget {}, space of {} points",
-            study_row.name,
-            study_row.id,
-            if created { "" } else { ", continued" },
-            settings.strategy,
-            settings.budget,
-            settings.space.size()
-        );
-        if let Some(p) = &pruned {
-            for (_, n, example) in p {
-                eprintln!("  pruned {n:>6} points, e.g. {example}");
-            }
-        }
+        let kl = quality_bounds(&settings, &model)?;
         let evaluator = MeasuredEvaluator {
             model: model.clone(),
             workload: workload.clone(),
-            requests: args.requests,
+            requests,
             level,
             max_lag_s: args.max_lag_ms / 1e3,
             trial_timeout: Duration::from_secs(1200),
             log: Some(std::sync::Arc::new(|line: &str| eprintln!("    {line}"))),
         };
-        let opts = WorkerOptions {
-            worker: this_worker(),
-            time_budget: args.time_budget_min.map(|m| Duration::from_secs_f64(m * 60.0)),
-            patience: args.patience.unwrap_or((args.budget / 2).max(8)),
-            poll: Duration::from_secs(2),
-            confirm: args.confirm,
+        let emitted = Provenance {
+            hardware: hardware_line(cores),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            commit: build_commit(),
+            predicted_by: None,
+            notes: Vec::new(),
         };
-        let started = Instant::now();
-        let budget = settings.budget;
-        let summary = study::run_worker(&store, &study_row, &settings, &feasible, &evaluator, &opts, |p| match p {
+        search(&store, &args, &model, &settings, kl, &evaluator, args.confirm, emitted).await
+    })?
+}
+
+/// Measured requests per full-fidelity load test by default.
+const MEASURED_REQUESTS: usize = 24;
+/// Trials of a measured study by default.
+const MEASURED_BUDGET: usize = 40;
+/// Simulated requests per run by default.
+const SIMULATED_REQUESTS: usize = 400;
+/// Trials of a simulated study by default.
+const SIMULATED_BUDGET: usize = 100;
+
+/// `dyno tune --hw h100` (any GPU profile): search with the simulator.
+fn run_simulated_tune(
+    args: TuneArgs,
+    profile: HardwareProfile,
+    model: ModelConfig,
+    workload: Workload,
+) -> Result<()> {
+    let devices = args.gpus.unwrap_or(profile.devices_per_node);
+    if devices == 0 {
+        bail!("--gpus 0: at least one device is needed");
+    }
+    let space = match &args.space {
+        Some(p) => ConfigSpace::from_file(p, 1)?,
+        None => ConfigSpace::builtin("gpu", 1)?,
+    };
+    let base = match &args.base_config {
+        Some(p) => EngineConfig::from_yaml_file(p)?,
+        None => {
+            let mut c = EngineConfig { threads: 1, max_waiting: 4096, ..EngineConfig::default() };
+            c.set_weight_format(dyno_engine::WeightFormat::Bf16);
+            c
+        }
+    };
+    let requests = args.requests.unwrap_or(SIMULATED_REQUESTS);
+    let budget = args.budget.unwrap_or(SIMULATED_BUDGET);
+    let limits = Limits::for_profile(&profile, devices, max_prompt(&workload, requests)?);
+    let level = match args.rate {
+        Some(rate) => LoadLevel::FixedRate { rate },
+        None => LoadLevel::MaxRateUnderSlo {
+            start_rate: workload.arrival.rate().unwrap_or(1.0),
+            tolerance: 0.1,
+            max_probes: 12,
+        },
+    };
+    let predicted_by = format!("{} × {devices}", profile.provenance());
+    block_on(async move {
+        let store = args.db.open().await?;
+        eprintln!(
+            "dyno tune: {} on {devices} × {} — simulated (no {} here): figures are predictions from profile {}; workload {}, results in {}",
+            model.name,
+            profile.name,
+            profile.name,
+            profile.provenance(),
+            workload.name,
+            args.db.shown()
+        );
+        let existing = existing_settings(&store, &args).await?;
+        let settings = StudySettings {
+            hw: format!("{}x{devices}", profile.name),
+            model: model.name.clone(),
+            workload: workload.name.clone(),
+            strategy: args.strategy,
+            budget,
+            seed: args.seed,
+            goal: args.objective,
+            level,
+            requests,
+            max_kl: args.max_kl,
+            limits: existing.as_ref().map_or(limits, |s| s.limits),
+            space,
+            base: existing.as_ref().map_or(base, |s| s.base.clone()),
+        };
+        let kl = quality_bounds(&settings, &model)?;
+        let evaluator = SimulatedEvaluator {
+            profile: profile.clone(),
+            model: model.clone(),
+            workload: workload.clone(),
+            requests,
+            min_duration_s: 15.0,
+            max_requests: 10_000,
+            level,
+            routing_skew: 0.0,
+        };
+        let mut notes = vec![format!(
+            "GPU kernel tiles: no measured kernel cache for {} exists yet (the CUDA backend measures one); the step model's efficiencies are the profile's heuristic curves",
+            profile.name
+        )];
+        if kl.is_empty() {
+            notes.push(format!(
+                "quality bound not checked: {}'s f32 weights do not fit this machine to measure KL",
+                model.name
+            ));
+        }
+        let emitted = Provenance {
+            hardware: format!("{devices} × {} ({})", profile.name, profile.description),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            commit: build_commit(),
+            predicted_by: Some(predicted_by),
+            notes,
+        };
+        // Predictions are deterministic: measuring a point twice would tell nothing new.
+        search(&store, &args, &model, &settings, kl, &evaluator, 0, emitted).await
+    })?
+}
+
+/// The KL against f32 of each weight format the space can choose, measured (or cached) when
+/// the model's f32 weights fit in a quarter of this machine's memory; empty otherwise.
+fn quality_bounds(
+    settings: &StudySettings,
+    model: &ModelConfig,
+) -> Result<std::collections::HashMap<String, Result<f64, String>>> {
+    let f32_bytes = model.weight_bytes(dyno_engine::WeightFormat::F32);
+    if f32_bytes > memory_bytes().unwrap_or(8 << 30) / 4 {
+        eprintln!(
+            "quality: not measured ({}'s f32 weights, {:.0} GB, do not fit this machine); weight formats are not pruned by KL",
+            model.name,
+            f32_bytes as f64 / 1e9
+        );
+        return Ok(Default::default());
+    }
+    let mut quality = QualityCache::load(&default_path()).map_err(anyhow::Error::msg)?;
+    eprintln!("quality: KL against f32 per weight format (cached in {})", default_path().display());
+    let kl = study::formats_kl(settings, model, &mut quality);
+    let mut formats: Vec<_> = kl.iter().collect();
+    formats.sort_by(|a, b| a.0.cmp(b.0));
+    for (f, v) in formats {
+        match v {
+            Ok(v) if *v > settings.max_kl => {
+                eprintln!("  {f:<10} {v:.2e} nats  over the bound: pruned")
+            }
+            Ok(v) => eprintln!("  {f:<10} {v:.2e} nats  ok"),
+            Err(e) => eprintln!("  {f:<10} cannot hold the model: {e}"),
+        }
+    }
+    Ok(kl)
+}
+
+/// Opens the study, runs this worker with progress lines, prints the summary and emits the
+/// best config: the part every target shares.
+#[allow(clippy::too_many_arguments)]
+async fn search<E: Evaluator>(
+    store: &dyno_results::store::Store,
+    args: &TuneArgs,
+    model: &ModelConfig,
+    settings: &StudySettings,
+    kl: std::collections::HashMap<String, Result<f64, String>>,
+    evaluator: &E,
+    confirm: usize,
+    emitted: Provenance,
+) -> Result<()> {
+    let feasible = Feasibility::new(settings, model, kl);
+    let pruned = feasible.pruning_summary();
+    let name = args.study.clone().unwrap_or_else(|| {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        format!("{}-{}-{}-{secs}", settings.model, settings.workload, settings.hw)
+    });
+    let (study_row, created) =
+        study::open(store, &name, settings, &pruned, args.resume || args.worker).await?;
+    eprintln!(
+        "study `{}` (id {}){}: {} strategy, budget {}, space of {} points",
+        study_row.name,
+        study_row.id,
+        if created { "" } else { ", continued" },
+        settings.strategy,
+        settings.budget,
+        settings.space.size()
+    );
+    if let Some(p) = &pruned {
+        for (_, n, example) in p {
+            eprintln!("  pruned {n:>6} points, e.g. {example}");
+        }
+    }
+    let opts = WorkerOptions {
+        worker: this_worker(),
+        time_budget: args.time_budget_min.map(|m| Duration::from_secs_f64(m * 60.0)),
+        patience: args.patience.unwrap_or((settings.budget / 2).max(8)),
+        poll: Duration::from_secs(2),
+        confirm,
+    };
+    let started = Instant::now();
+    let budget = settings.budget;
+    let verb = if evaluator.predicts() { "predicted" } else { "measured" };
+    let summary =
+        study::run_worker(store, &study_row, settings, &feasible, evaluator, &opts, |p| match p {
             Progress::Started { number, knobs, fidelity } => {
                 let knobs: Vec<String> = knobs.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 eprintln!("trial {number} (fidelity {fidelity:.2}): {}", knobs.join(" "));
@@ -377,7 +542,7 @@ pub fn run_tune(args: TuneArgs) -> Result<()> {
             Progress::Finished { number, result, best, done } => {
                 let what = match result {
                     Ok(m) => format!(
-                        "{} {:.3} at {:.3} req/s (p99 TTFT {:.0} ms, TPOT {:.1} ms, {} load tests)",
+                        "{} {:.3} at {:.3} req/s (p99 TTFT {:.0} ms, TPOT {:.1} ms, {} runs)",
                         settings.goal,
                         m.score(settings.goal),
                         m.rate,
@@ -395,57 +560,53 @@ pub fn run_tune(args: TuneArgs) -> Result<()> {
             }
         })
         .await?;
-        let trials = store.trials(study_row.id).await?;
-        let report = study::report(&study_row, &settings, &trials);
-        if !trials.iter().any(|t| {
-            matches!(
-                t.status,
-                dyno_results::store::TrialStatus::Pending
-                    | dyno_results::store::TrialStatus::Running
-            )
-        }) {
-            study::finish(&store, &study_row).await?;
+    let trials = store.trials(study_row.id).await?;
+    let report = study::report(&study_row, settings, &trials);
+    if !trials.iter().any(|t| {
+        matches!(
+            t.status,
+            dyno_results::store::TrialStatus::Pending | dyno_results::store::TrialStatus::Running
+        )
+    }) {
+        study::finish(store, &study_row).await?;
+    }
+    eprintln!(
+        "stopped: {} after {} trials {verb} here in {:.1} s{}",
+        summary.stop,
+        summary.measured,
+        started.elapsed().as_secs_f64(),
+        if summary.requeued > 0 {
+            format!(" ({} requeued from dead workers)", summary.requeued)
+        } else {
+            String::new()
         }
-        eprintln!(
-            "stopped: {} after {} trials measured here in {:.0} s{}",
-            summary.stop,
-            summary.measured,
-            started.elapsed().as_secs_f64(),
-            if summary.requeued > 0 {
-                format!(" ({} requeued from dead workers)", summary.requeued)
-            } else {
-                String::new()
-            }
-        );
-        print_summary(&report);
-        emit(&report, &trials, cores, args.out.as_deref())
-    })?
+    );
+    print_summary(&report);
+    emit(&report, &trials, &emitted, args.out.as_deref())
+}
+
+/// The commit dyno was built from; else the working tree's, when run inside one.
+fn build_commit() -> Option<String> {
+    let built = env!("DYNO_BUILD_COMMIT");
+    if built.is_empty() {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        GitInfo::detect(&cwd, &GitOverrides::default()).ok().map(|g| g.commit.sha)
+    } else {
+        Some(built.to_string())
+    }
 }
 
 fn emit(
     report: &StudyReport,
     trials: &[dyno_results::store::Trial],
-    cores: usize,
+    provenance: &Provenance,
     out: Option<&std::path::Path>,
 ) -> Result<()> {
     let Some(config) = report.best_config(trials) else {
         bail!("study `{}`: no trial finished, so there is no best config", report.name);
     };
-    // The commit dyno was built from; else the working tree's, when run inside one.
-    let built = env!("DYNO_BUILD_COMMIT");
-    let commit = if built.is_empty() {
-        let cwd = std::env::current_dir().unwrap_or_default();
-        GitInfo::detect(&cwd, &GitOverrides::default()).ok().map(|g| g.commit.sha)
-    } else {
-        Some(built.to_string())
-    };
-    let provenance = Provenance {
-        hardware: hardware_line(cores),
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        commit,
-    };
     let yaml =
-        best_config_yaml(report, &config, &provenance).context("the best trial has no metrics")?;
+        best_config_yaml(report, &config, provenance).context("the best trial has no metrics")?;
     match out {
         Some(path) => {
             std::fs::write(path, &yaml).with_context(|| format!("writing {}", path.display()))?;

@@ -114,7 +114,7 @@ impl Distribution {
     /// Summarize samples in any order.
     pub fn from_samples(samples: &[f64]) -> Distribution {
         let mut sorted: Vec<f64> = samples.iter().copied().filter(|x| x.is_finite()).collect();
-        sorted.sort_by(f64::total_cmp);
+        sorted.sort_unstable_by(f64::total_cmp);
         Distribution::from_sorted(&sorted)
     }
 

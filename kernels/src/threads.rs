@@ -5,9 +5,12 @@ use rayon::ThreadPool;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-/// The number of hardware threads this process may use.
+/// The number of hardware threads this process may use, asked once per process (the
+/// standard library reads cgroup files on every call, and configs ask for it on every
+/// default: the tuner builds tens of thousands of candidate configs).
 pub fn available() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    static AVAILABLE: OnceLock<usize> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
 }
 
 /// A shared pool with exactly `threads` workers (at least one).

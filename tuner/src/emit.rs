@@ -15,6 +15,11 @@ pub struct Provenance {
     pub version: String,
     /// The commit dyno was built from, if known.
     pub commit: Option<String>,
+    /// Set when the figures are the simulator's: the hardware profile they came from
+    /// (`h100-sxm, uncalibrated (datasheet + heuristic)`) and the device count.
+    pub predicted_by: Option<String>,
+    /// Further lines for the header (where kernel tiles came from, what was not checked).
+    pub notes: Vec<String>,
 }
 
 /// The best config of `report` as YAML with its header; `None` when no trial has finished.
@@ -38,12 +43,13 @@ pub fn best_config_yaml(
         }
     };
     let point = &report.points[report.best_point?];
+    let noun = if provenance.predicted_by.is_some() { "prediction" } else { "measurement" };
     let measured = |p: &crate::study::PointStats| {
         if p.scores.len() == 1 {
-            "1 measurement".to_string()
+            format!("1 {noun}")
         } else {
             let each: Vec<String> = p.scores.iter().map(|v| format!("{v:.3}")).collect();
-            format!("mean of {} measurements: {}", p.scores.len(), each.join(", "))
+            format!("mean of {} {noun}s: {}", p.scores.len(), each.join(", "))
         }
     };
     let baseline = match (report.ratio_to_baseline(), report.baseline_point) {
@@ -51,8 +57,12 @@ pub fn best_config_yaml(
             let b = &report.points[b];
             format!("{r:.2}× the default config's {:.3}, {}", b.mean, measured(b))
         }
+        _ if provenance.predicted_by.is_some() => {
+            "the default config was not evaluated (it does not fit the target)".into()
+        }
         _ => "the default config was not measured".into(),
     };
+    let achieved = if provenance.predicted_by.is_some() { "predicted" } else { "achieved" };
     let mut out = String::new();
     let mut line = |l: String| {
         out.push_str("# ");
@@ -65,7 +75,7 @@ pub fn best_config_yaml(
         "objective: maximize {} subject to the workload's SLOs and KL ≤ {} nats against f32",
         s.goal, s.max_kl
     ));
-    line(format!("achieved: {} {:.3} ({})", s.goal, point.mean, measured(point)));
+    line(format!("{achieved}: {} {:.3} ({})", s.goal, point.mean, measured(point)));
     line(format!("          = {baseline}"));
     line(format!(
         "trial {}: goodput {:.3} req/s, output {:.1} tok/s, p99 TTFT {:.0} ms, p99 TPOT {:.1} ms,",
@@ -76,10 +86,17 @@ pub fn best_config_yaml(
         m.slo_attainment * 100.0,
         m.kl
     ));
+    let figures = match &provenance.predicted_by {
+        Some(by) => format!("PREDICTED by the simulator from profile {by}, not measured"),
+        None => "measured on this machine".into(),
+    };
     line(format!(
-        "figures: measured on this machine; trial {} of study `{}` (id {}), {} strategy, seed {}",
+        "figures: {figures}; trial {} of study `{}` (id {}), {} strategy, seed {}",
         best.number, report.name, report.id, s.strategy, s.seed
     ));
+    for note in &provenance.notes {
+        line(note.clone());
+    }
     line(format!(
         "dyno {}{}",
         provenance.version,

@@ -219,8 +219,14 @@ pub struct SimulatedEvaluator {
     pub model: ModelConfig,
     /// The request stream and its SLOs.
     pub workload: Workload,
-    /// Simulated requests of a full-fidelity run.
+    /// Simulated requests of a full-fidelity run, at least.
     pub requests: usize,
+    /// A full-fidelity run also lasts at least this many seconds of arrivals (so a fast
+    /// target meets a high rate for long enough that a queue would build), up to
+    /// `max_requests`.
+    pub min_duration_s: f64,
+    /// Simulated requests of one run at most.
+    pub max_requests: usize,
     /// At which load.
     pub level: LoadLevel,
     /// Zipf-like skew of expert routing (0: uniform).
@@ -262,9 +268,10 @@ impl SimulatedEvaluator {
         .map_err(|e| e.to_string())
     }
 
-    /// Requests of one run at `fidelity` (at least 16).
-    pub fn requests_at(&self, fidelity: f64) -> usize {
-        ((self.requests as f64 * fidelity).round() as usize).max(16)
+    /// Requests of one run at `rate` and `fidelity` (at least 16).
+    pub fn requests_at(&self, rate: f64, fidelity: f64) -> usize {
+        let by_duration = (rate * self.min_duration_s).ceil().min(self.max_requests as f64);
+        ((self.requests as f64).max(by_duration) * fidelity).round().max(16.0) as usize
     }
 }
 
@@ -275,10 +282,9 @@ impl Evaluator for SimulatedEvaluator {
         fidelity: f64,
         rate_hint: Option<f64>,
     ) -> Result<TrialMetrics, String> {
-        let requests = self.requests_at(fidelity);
         match self.level {
             LoadLevel::FixedRate { rate } => {
-                let (report, _) = self.run_at(config, rate, requests)?;
+                let (report, _) = self.run_at(config, rate, self.requests_at(rate, fidelity))?;
                 Ok(TrialMetrics::from_report(&report, rate, 1, 0.0))
             }
             LoadLevel::MaxRateUnderSlo { start_rate, tolerance, max_probes } => {
@@ -289,7 +295,7 @@ impl Evaluator for SimulatedEvaluator {
                     ..SearchOptions::default()
                 };
                 let search = max_rate_under_slo(&opts, |rate| {
-                    let run = self.run_at(config, rate, requests);
+                    let run = self.run_at(config, rate, self.requests_at(rate, fidelity));
                     async move {
                         let (report, _) = run?;
                         Ok::<_, String>((report.slo_met.unwrap_or(true), report))
