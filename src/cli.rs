@@ -8,6 +8,7 @@ use crate::engine_cmd::{self, EngineArgs, ModelArgs, ServeArgs};
 use crate::kernels_cmd::{self, KernelsArgs};
 use crate::load_cmd::{self, LoadArgs};
 use crate::nightly_cmd::{self, NightlyArgs};
+use crate::profile_cmd::{self, ProfileArgs};
 use crate::tune_cmd::{self, StudyArgs};
 pub use crate::tune_cmd::{TuneArgs, run_tune};
 use std::process::ExitCode;
@@ -48,6 +49,8 @@ pub enum Command {
     Compare(CompareArgs),
     /// Run a suite, record it, detect regressions; exit 1 on an open confirmed regression.
     Nightly(NightlyArgs),
+    /// Measure this machine and write its calibrated hardware profile (`--hw cpu`).
+    Profile(ProfileArgs),
 }
 
 /// Runs a parsed command line; the exit code of a command that completed (errors exit 2).
@@ -66,5 +69,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ingest(args) => done(db_cmd::run_ingest(args)),
         Command::Alerts(args) => done(db_cmd::run_alerts(args)),
         Command::Compare(args) => done(db_cmd::run_compare(args)),
+        Command::Profile(args) => done(profile_cmd::run_profile(args)),
     }
 }
