@@ -129,8 +129,15 @@ fn summary(cal: &Calibrated, model: &str) -> String {
             cal.linear_correction.iter().map(|(t, k)| format!("{t}:{k:.2}")).collect();
         let _ = writeln!(
             s,
-            "  engine correction linear efficiency × (step tokens:factor) {}",
+            "  engine correction linear efficiency × (from rows:factor) {}",
             f.join(" ")
+        );
+    }
+    if let Some(load) = cal.load_average.filter(|l| *l > cal.threads as f64 + 0.5) {
+        let _ = writeln!(
+            s,
+            "  warning           load average {load:.1} on {} threads: other processes competed for the cores, so these figures are pessimistic; rerun on an idle machine",
+            cal.threads
         );
     }
     let worst = cal.fit.iter().map(|r| r.error_pct().abs()).fold(0.0, f64::max);

@@ -134,13 +134,16 @@ pub struct Calibrated {
     pub kernel_points: Vec<KernelPoint>,
     /// The engine steps and how well the profile predicts them.
     pub fit: Vec<FitRow>,
-    /// Factors the linear curve was multiplied by at each step size (tokens, factor) after
-    /// the engine steps; empty when the kernel-level curve already predicted the steps.
+    /// Factors the engine's linear curve was multiplied by after the engine steps, as
+    /// (from rows, factor): below the GEMM boundary and from it.
     pub linear_correction: Vec<(f64, f64)>,
     /// Kernel threads used (the engine's default).
     pub threads: usize,
     /// Seconds spent.
     pub seconds: f64,
+    /// The highest 1-minute load average seen at the start and end (Linux): well above our
+    /// own threads means other processes competed and every figure is pessimistic.
+    pub load_average: Option<f64>,
 }
 
 /// Where `dyno profile --hw cpu` writes this machine's profile and `--hw cpu` looks for it:
@@ -177,6 +180,8 @@ struct Plan {
     budget: Duration,
     /// Engine cases: (batch, prompt tokens), each prefilled in one step then decoded.
     engine_cases: Vec<(usize, usize)>,
+    /// Rounds over the engine cases; each shape keeps its best round.
+    engine_rounds: usize,
     decode_steps: usize,
 }
 
@@ -192,6 +197,7 @@ impl Plan {
                 bandwidth_bytes: 8 << 20,
                 budget: Duration::from_millis(20),
                 engine_cases: vec![(1, 16), (4, 8)],
+                engine_rounds: 1,
                 decode_steps: 3,
             }
         } else {
@@ -204,6 +210,7 @@ impl Plan {
                 bandwidth_bytes: dyno_kernels::machine::DEFAULT_BANDWIDTH_BYTES,
                 budget: Duration::from_millis(600),
                 engine_cases: vec![(1, 128), (1, 512), (4, 256), (8, 64), (16, 128)],
+                engine_rounds: 2,
                 decode_steps: 8,
             }
         }
@@ -213,6 +220,7 @@ impl Plan {
 /// Measures this machine and returns its calibrated `cpu` profile (see the module docs).
 pub fn calibrate_cpu(opts: &CalibrateOptions) -> Result<Calibrated, CalibrateError> {
     let started = Instant::now();
+    let load_before = load_average();
     let plan = Plan::new(opts.quick);
     let log = |msg: &str| {
         if opts.progress {
@@ -284,6 +292,16 @@ pub fn calibrate_cpu(opts: &CalibrateOptions) -> Result<Calibrated, CalibrateErr
     points.extend(measure_prefill(&sm, &config, &plan)?);
     log("elementwise ops");
     points.extend(measure_elementwise(&sm, &plan)?);
+    for p in &points {
+        log(&format!(
+            "  {:<17} {:>6}: {:>9.3} ms, bound {:>9.3} ms, efficiency {:.2}",
+            p.class.label(),
+            p.size,
+            p.measured_s * 1e3,
+            p.bound_s * 1e3,
+            p.bound_s / p.measured_s
+        ));
+    }
     for class in OpClass::ALL {
         let mut pts: Vec<EfficiencyPoint> = points
             .iter()
@@ -297,48 +315,39 @@ pub fn calibrate_cpu(opts: &CalibrateOptions) -> Result<Calibrated, CalibrateErr
         }
     }
 
-    // 3. Engine steps: overheads, and the linear curve corrected where the kernels mislead.
+    // 3. Engine steps: overheads, and the linear curve scaled where the kernels mislead.
     log(&format!("loading {} (random weights, {threads} threads)", model.name));
     let loaded = Arc::new(Model::load(&model, &RandomWeights { seed: config.seed }, &config)?);
-    let mut steps = Vec::new();
-    for &(batch, prompt) in &plan.engine_cases {
-        log(&format!("engine steps: batch {batch}, prompt {prompt}"));
-        steps.extend(measure_engine(&loaded, &config, batch, prompt, plan.decode_steps)?);
+    if let Some(&(batch, prompt)) = plan.engine_cases.first() {
+        log("engine warm-up (page faults, first touches; discarded)");
+        measure_engine(&loaded, &config, batch, prompt, plan.decode_steps)?;
+    }
+    let mut steps: Vec<MeasuredStep> = Vec::new();
+    for round in 0..plan.engine_rounds {
+        for &(batch, prompt) in &plan.engine_cases {
+            log(&format!("engine steps: batch {batch}, prompt {prompt} (round {})", round + 1));
+            for m in measure_engine(&loaded, &config, batch, prompt, plan.decode_steps)? {
+                // Other processes only ever add time: keep each shape's best round.
+                match steps.iter_mut().find(|s| s.label == m.label) {
+                    Some(s) => s.seconds = s.seconds.min(m.seconds),
+                    None => steps.push(m),
+                }
+            }
+        }
     }
     let kernel_only: Vec<f64> =
         steps.iter().map(|s| StepModel::new(&profile, &model, &config).seconds(&s.shape)).collect();
     let linear_class = OpClass::linear(config.weight_format());
-    let mut correction: Vec<(f64, f64)> = Vec::new();
-    let (mut step_us, mut sample_us) = fit_overheads(&profile, &model, &config, &steps);
-    for _ in 0..6 {
-        let predicted = predict(&profile, &model, &config, &steps, step_us, sample_us);
-        let worst = steps
-            .iter()
-            .zip(&predicted)
-            .map(|(s, p)| ((p.0 - s.seconds) / s.seconds).abs())
-            .fold(0.0, f64::max);
-        if worst < 0.03 {
-            break;
+    let fit = fit_steps(&profile, &model, &config, &steps);
+    let boundary = dyno_engine::linear::GEMM_MIN_ROWS as f64;
+    let scale = |size: f64| if size < boundary { fit.small_scale } else { fit.large_scale };
+    if let Some(curve) = profile.calibration.efficiency.get_mut(&linear_class) {
+        for p in &mut curve.points {
+            p.efficiency = clamp_eff(p.efficiency / scale(p.size));
         }
-        // The factor each step needs on its linear ops, keyed by its tokens.
-        let mut needed: Vec<(f64, f64)> = Vec::new();
-        for (s, (total, linear)) in steps.iter().zip(&predicted) {
-            let other = total - linear;
-            let want = s.seconds - other;
-            if *linear > 0.0 && want > 0.05 * s.seconds {
-                needed.push((s.shape.tokens as f64, linear / want));
-            }
-        }
-        let factors = median_by_size(needed);
-        if factors.is_empty() {
-            break;
-        }
-        let curve = profile.calibration.efficiency.get(&linear_class).cloned();
-        let corrected = correct_curve(curve.as_ref(), &factors);
-        profile.calibration.efficiency.insert(linear_class, corrected);
-        merge_correction(&mut correction, &factors);
-        (step_us, sample_us) = fit_overheads(&profile, &model, &config, &steps);
     }
+    let correction = vec![(1.0, 1.0 / fit.small_scale), (boundary, 1.0 / fit.large_scale)];
+    let (step_us, sample_us) = (fit.step_us, fit.sample_us);
     profile.calibration.step_overhead_us = step_us;
     profile.calibration.sample_overhead_us = sample_us;
     let sm = StepModel::new(&profile, &model, &config);
@@ -360,7 +369,14 @@ pub fn calibrate_cpu(opts: &CalibrateOptions) -> Result<Calibrated, CalibrateErr
         linear_correction: correction,
         threads,
         seconds: started.elapsed().as_secs_f64(),
+        load_average: [load_before, load_average()].into_iter().flatten().reduce(f64::max),
     })
+}
+
+/// The 1-minute load average (Linux), to tell whether other processes competed for the cores.
+fn load_average() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_whitespace().next()?.parse().ok()
 }
 
 /// An efficiency clamped to (0, 1].
@@ -706,133 +722,146 @@ fn measure_engine(
     Ok(out)
 }
 
-/// Each step's predicted (total, linear ops) seconds with the given overheads.
-fn predict(
+/// What the engine steps say about the kernel-level profile: factors on the linear ops'
+/// predicted time below and from [`dyno_engine::linear::GEMM_MIN_ROWS`] activation rows (the
+/// streaming kernels and the blocked GEMM), and the fixed costs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct StepFit {
+    small_scale: f64,
+    large_scale: f64,
+    step_us: f64,
+    sample_us: f64,
+}
+
+/// Each step's linear-op seconds split by activation rows (below / from the GEMM boundary),
+/// and everything else, with zero overheads.
+fn split_linear(
     profile: &HardwareProfile,
     model: &ModelConfig,
     config: &EngineConfig,
     steps: &[MeasuredStep],
-    step_us: f64,
-    sample_us: f64,
-) -> Vec<(f64, f64)> {
+) -> Vec<(f64, f64, f64)> {
     let mut p = profile.clone();
-    p.calibration.step_overhead_us = step_us;
-    p.calibration.sample_overhead_us = sample_us;
+    p.calibration.step_overhead_us = 0.0;
+    p.calibration.sample_overhead_us = 0.0;
     let sm = StepModel::new(&p, model, config);
-    const LINEAR: [&str; 6] = ["qkv_proj", "o_proj", "router", "expert_up", "expert_down", "lm_head"];
+    let boundary = dyno_engine::linear::GEMM_MIN_ROWS as f64;
     steps
         .iter()
         .map(|s| {
-            let t = sm.step_time(&s.shape);
-            let linear = t.ops.iter().filter(|o| LINEAR.contains(&o.name)).map(|o| o.seconds).sum();
-            (t.seconds, linear)
+            let t = s.shape.tokens as f64;
+            let touched = sm.expected_experts(t);
+            let expert_rows = if touched > 0.0 { t * model.top_k as f64 / touched } else { 0.0 };
+            let st = sm.step_time(&s.shape);
+            let (mut small, mut large, mut other) = (0.0, 0.0, 0.0);
+            for o in &st.ops {
+                let rows = match o.name {
+                    "qkv_proj" | "o_proj" | "router" => Some(t),
+                    "expert_up" | "expert_down" => Some(expert_rows),
+                    "lm_head" => Some(s.shape.samples as f64),
+                    _ => None,
+                };
+                match rows {
+                    Some(r) if r < boundary => small += o.seconds,
+                    Some(_) => large += o.seconds,
+                    None => other += o.seconds,
+                }
+            }
+            // Pipeline factors and head are in `seconds` but not in the per-op sum when pp > 1;
+            // here pp = 1, so the parts add up to the step.
+            (small, large, other)
         })
         .collect()
 }
 
-/// Non-negative `(step_us, sample_us)` minimizing Σ ((measured − predicted − s − n·c) ÷
-/// measured)² over the steps (relative errors, so long prefills do not drown short decodes).
+/// Fits `measured ≈ a·small + b·large + other + s + n·c` over the steps, minimizing the sum of
+/// squared *relative* errors (so long prefills do not drown short decodes), with `a, b > 0`
+/// and `s, c ≥ 0`.
 ///
-/// Two unknowns with a sign constraint: the unconstrained weighted least-squares solution
-/// when both are ≥ 0, else the better of the two one-variable fits clamped at 0 (the whole
-/// active-set method for two variables; no kept crate solves NNLS).
-fn fit_overheads(
+/// Four unknowns, sign-constrained: every subset of the overheads is solved by weighted
+/// normal equations and the best feasible solution kept (the active-set method, enumerated;
+/// no kept crate solves NNLS). A scale with no data stays 1.
+fn fit_steps(
     profile: &HardwareProfile,
     model: &ModelConfig,
     config: &EngineConfig,
     steps: &[MeasuredStep],
-) -> (f64, f64) {
-    let predicted = predict(profile, model, config, steps, 0.0, 0.0);
-    // Rows: weight w = 1/measured, regressors (1, n), target y = measured − predicted.
-    let rows: Vec<(f64, f64, f64)> = steps
+) -> StepFit {
+    let parts = split_linear(profile, model, config, steps);
+    // Columns: small, large, 1 (seconds), samples (seconds); target measured − other.
+    let rows: Vec<([f64; 4], f64, f64)> = steps
         .iter()
-        .zip(&predicted)
-        .map(|(s, p)| (1.0 / s.seconds, s.shape.samples as f64, s.seconds - p.0))
-        .collect();
-    let sse = |a: f64, c: f64| -> f64 {
-        rows.iter().map(|(w, n, y)| (w * (y - a - n * c)).powi(2)).sum()
-    };
-    let (mut s11, mut s12, mut s22, mut b1, mut b2) = (0.0, 0.0, 0.0, 0.0, 0.0);
-    for (w, n, y) in &rows {
-        let w2 = w * w;
-        s11 += w2;
-        s12 += w2 * n;
-        s22 += w2 * n * n;
-        b1 += w2 * y;
-        b2 += w2 * n * y;
-    }
-    let mut candidates = vec![(0.0, 0.0)];
-    let det = s11 * s22 - s12 * s12;
-    if det.abs() > 1e-30 {
-        let a = (b1 * s22 - b2 * s12) / det;
-        let c = (s11 * b2 - s12 * b1) / det;
-        if a >= 0.0 && c >= 0.0 {
-            candidates.push((a, c));
-        }
-    }
-    if s11 > 0.0 {
-        candidates.push(((b1 / s11).max(0.0), 0.0));
-    }
-    if s22 > 0.0 {
-        candidates.push((0.0, (b2 / s22).max(0.0)));
-    }
-    let best = candidates
-        .into_iter()
-        .min_by(|x, y| sse(x.0, x.1).total_cmp(&sse(y.0, y.1)))
-        .unwrap_or((0.0, 0.0));
-    (best.0 * 1e6, best.1 * 1e6)
-}
-
-/// (size, factor) pairs reduced to one median factor per size, sorted by size.
-fn median_by_size(mut pairs: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
-    pairs.retain(|p| p.0 > 0.0 && p.1.is_finite() && p.1 > 0.0);
-    pairs.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
-    let mut out: Vec<(f64, f64)> = Vec::new();
-    let mut i = 0;
-    while i < pairs.len() {
-        let j = pairs[i..].iter().take_while(|p| p.0 == pairs[i].0).count() + i;
-        out.push((pairs[i].0, pairs[(i + j) / 2].1));
-        i = j;
-    }
-    out
-}
-
-/// A factor curve over sizes, interpolated in log size and held flat beyond its ends.
-fn factor_at(factors: &[(f64, f64)], size: f64) -> f64 {
-    let curve = EfficiencyCurve {
-        points: factors.iter().map(|&(size, efficiency)| EfficiencyPoint { size, efficiency }).collect(),
-    };
-    curve.at(size)
-}
-
-/// `curve` multiplied by the factors, with points added at the factors' sizes.
-fn correct_curve(curve: Option<&EfficiencyCurve>, factors: &[(f64, f64)]) -> EfficiencyCurve {
-    let mut sizes: Vec<f64> = curve.map(|c| c.points.iter().map(|p| p.size).collect()).unwrap_or_default();
-    sizes.extend(factors.iter().map(|f| f.0));
-    sizes.sort_by(f64::total_cmp);
-    sizes.dedup();
-    let base = |s: f64| curve.map_or(0.5, |c| c.at(s));
-    EfficiencyCurve {
-        points: sizes
-            .into_iter()
-            .map(|s| EfficiencyPoint { size: s, efficiency: clamp_eff(base(s) * factor_at(factors, s)) })
-            .collect(),
-    }
-}
-
-/// Accumulates the product of the factors applied so far, per size.
-fn merge_correction(total: &mut Vec<(f64, f64)>, factors: &[(f64, f64)]) {
-    let mut sizes: Vec<f64> = total.iter().map(|t| t.0).chain(factors.iter().map(|f| f.0)).collect();
-    sizes.sort_by(f64::total_cmp);
-    sizes.dedup();
-    let before = total.clone();
-    *total = sizes
-        .into_iter()
-        .map(|s| {
-            let prev = if before.is_empty() { 1.0 } else { factor_at(&before, s) };
-            (s, prev * factor_at(factors, s))
+        .zip(&parts)
+        .map(|(s, &(small, large, other))| {
+            ([small, large, 1.0, s.shape.samples as f64], s.seconds - other, 1.0 / s.seconds)
         })
         .collect();
+    let has = |j: usize| rows.iter().any(|r| r.0[j] > 0.0);
+    let mut best: Option<(f64, [f64; 4])> = None;
+    for mask in 0..4u32 {
+        let mut cols: Vec<usize> = (0..2).filter(|&j| has(j)).collect();
+        cols.extend((0..2).filter(|b| mask & (1 << b) != 0).map(|b| b + 2));
+        let Some(sol) = weighted_least_squares(&rows, &cols) else { continue };
+        let mut x = [1.0, 1.0, 0.0, 0.0];
+        for (&j, v) in cols.iter().zip(&sol) {
+            x[j] = *v;
+        }
+        if x[0] <= 0.0 || x[1] <= 0.0 || x[2] < 0.0 || x[3] < 0.0 {
+            continue;
+        }
+        let sse: f64 = rows
+            .iter()
+            .map(|(a, y, w)| {
+                let fixed: f64 = (0..2).filter(|j| !cols.contains(j)).map(|j| a[j]).sum();
+                let pred = fixed + cols.iter().map(|&j| a[j] * x[j]).sum::<f64>();
+                (w * (y - pred)).powi(2)
+            })
+            .sum();
+        if best.is_none_or(|(b, _)| sse < b) {
+            best = Some((sse, x));
+        }
+    }
+    let x = best.map_or([1.0, 1.0, 0.0, 0.0], |b| b.1);
+    StepFit { small_scale: x[0], large_scale: x[1], step_us: x[2] * 1e6, sample_us: x[3] * 1e6 }
+}
+
+/// Solves the weighted normal equations of `y ≈ Σ_j a_j x_j` over columns `cols`, the
+/// columns not listed entering with coefficient 1 when they are scales (0, 1) and 0 otherwise.
+/// `None` when singular.
+fn weighted_least_squares(rows: &[([f64; 4], f64, f64)], cols: &[usize]) -> Option<Vec<f64>> {
+    let k = cols.len();
+    if k == 0 {
+        return None;
+    }
+    let mut m = vec![vec![0.0; k + 1]; k];
+    for (a, y, w) in rows {
+        let fixed: f64 = (0..2).filter(|j| !cols.contains(j)).map(|j| a[j]).sum();
+        let w2 = w * w;
+        for (r, &jr) in cols.iter().enumerate() {
+            for (c, &jc) in cols.iter().enumerate() {
+                m[r][c] += w2 * a[jr] * a[jc];
+            }
+            m[r][k] += w2 * a[jr] * (y - fixed);
+        }
+    }
+    // Gaussian elimination with partial pivoting.
+    for i in 0..k {
+        let piv = (i..k).max_by(|&a, &b| m[a][i].abs().total_cmp(&m[b][i].abs()))?;
+        if m[piv][i].abs() < 1e-300 {
+            return None;
+        }
+        m.swap(i, piv);
+        for r in 0..k {
+            if r != i {
+                let f = m[r][i] / m[i][i];
+                for c in i..=k {
+                    m[r][c] -= f * m[i][c];
+                }
+            }
+        }
+    }
+    let x: Vec<f64> = (0..k).map(|i| m[i][k] / m[i][i]).collect();
+    x.iter().all(|v| v.is_finite()).then_some(x)
 }
 
 #[cfg(test)]
@@ -876,45 +905,39 @@ mod tests {
     }
 
     #[test]
-    fn overheads_fit_recovers_known_costs() {
-        let model = ModelConfig::preset("mixtral-tiny").unwrap();
-        let profile = HardwareProfile::resolve("cpu").unwrap();
+    fn step_fit_recovers_known_scales_and_costs() {
+        let model = ModelConfig::preset("mixtral-mini").unwrap();
+        let mut profile = HardwareProfile::resolve("cpu").unwrap();
+        profile.calibration.step_overhead_us = 0.0;
+        profile.calibration.sample_overhead_us = 0.0;
         let config = EngineConfig::default();
-        let sm = StepModel::new(&profile, &model, &config);
-        let mut zero = profile.clone();
-        zero.calibration.step_overhead_us = 0.0;
-        zero.calibration.sample_overhead_us = 0.0;
-        let zsm = StepModel::new(&zero, &model, &config);
-        let steps: Vec<MeasuredStep> = [StepShape::decode(1, 64), StepShape::decode(8, 64), StepShape::prefill(2, 32)]
+        let shapes = [
+            StepShape::decode(1, 64),
+            StepShape::decode(4, 300),
+            StepShape::decode(16, 100),
+            StepShape::prefill(1, 128),
+            StepShape::prefill(4, 256),
+        ];
+        let probe: Vec<MeasuredStep> = shapes
+            .iter()
+            .map(|&shape| MeasuredStep { label: String::new(), shape, seconds: 1.0 })
+            .collect();
+        let parts = split_linear(&profile, &model, &config, &probe);
+        let steps: Vec<MeasuredStep> = probe
             .into_iter()
-            .map(|shape| MeasuredStep {
-                label: String::new(),
-                shape,
-                seconds: zsm.seconds(&shape) + 150e-6 + shape.samples as f64 * 40e-6,
+            .zip(&parts)
+            .map(|(mut s, &(small, large, other))| {
+                s.seconds =
+                    1.3 * small + 0.8 * large + other + 300e-6 + s.shape.samples as f64 * 20e-6;
+                s
             })
             .collect();
-        let (s, c) = fit_overheads(&zero, &model, &config, &steps);
-        assert!((s - 150.0).abs() < 1e-6 && (c - 40.0).abs() < 1e-6, "{s} {c}");
-        let _ = sm;
-    }
-
-    #[test]
-    fn corrections_multiply_curves_and_add_points() {
-        let curve = EfficiencyCurve {
-            points: vec![
-                EfficiencyPoint { size: 1.0, efficiency: 0.5 },
-                EfficiencyPoint { size: 100.0, efficiency: 0.8 },
-            ],
-        };
-        let c = correct_curve(Some(&curve), &[(10.0, 0.5), (1000.0, 2.0)]);
-        let sizes: Vec<f64> = c.points.iter().map(|p| p.size).collect();
-        assert_eq!(sizes, vec![1.0, 10.0, 100.0, 1000.0]);
-        assert!((c.at(1.0) - 0.25).abs() < 1e-12);
-        assert_eq!(c.at(1000.0), 1.0); // clamped
-        let mut total = Vec::new();
-        merge_correction(&mut total, &[(10.0, 0.5)]);
-        merge_correction(&mut total, &[(10.0, 0.5)]);
-        assert_eq!(total, vec![(10.0, 0.25)]);
+        let f = fit_steps(&profile, &model, &config, &steps);
+        let close = |a: f64, b: f64| assert!((a - b).abs() < 1e-6 * b.abs().max(1.0), "{f:?}");
+        close(f.small_scale, 1.3);
+        close(f.large_scale, 0.8);
+        close(f.step_us, 300.0);
+        close(f.sample_us, 20.0);
     }
 
     #[test]
