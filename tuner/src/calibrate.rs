@@ -135,7 +135,7 @@ pub struct Calibrated {
     /// The engine steps and how well the profile predicts them.
     pub fit: Vec<FitRow>,
     /// Factors the engine's linear curve was multiplied by after the engine steps, as
-    /// (from rows, factor): below the GEMM boundary and from it.
+    /// (from rows, factor), one per row bin (streaming kernels, GEMM, large GEMM).
     pub linear_correction: Vec<(f64, f64)>,
     /// Kernel threads used (the engine's default).
     pub threads: usize,
@@ -339,14 +339,16 @@ pub fn calibrate_cpu(opts: &CalibrateOptions) -> Result<Calibrated, CalibrateErr
         steps.iter().map(|s| StepModel::new(&profile, &model, &config).seconds(&s.shape)).collect();
     let linear_class = OpClass::linear(config.weight_format());
     let fit = fit_steps(&profile, &model, &config, &steps);
-    let boundary = dyno_engine::linear::GEMM_MIN_ROWS as f64;
-    let scale = |size: f64| if size < boundary { fit.small_scale } else { fit.large_scale };
     if let Some(curve) = profile.calibration.efficiency.get_mut(&linear_class) {
         for p in &mut curve.points {
-            p.efficiency = clamp_eff(p.efficiency / scale(p.size));
+            p.efficiency = clamp_eff(p.efficiency / fit.scales[bin_of(p.size)]);
         }
     }
-    let correction = vec![(1.0, 1.0 / fit.small_scale), (boundary, 1.0 / fit.large_scale)];
+    let correction: Vec<(f64, f64)> = std::iter::once(1.0)
+        .chain(bin_edges())
+        .zip(fit.scales)
+        .map(|(from, a)| (from, 1.0 / a))
+        .collect();
     let (step_us, sample_us) = (fit.step_us, fit.sample_us);
     profile.calibration.step_overhead_us = step_us;
     profile.calibration.sample_overhead_us = sample_us;
@@ -722,30 +724,41 @@ fn measure_engine(
     Ok(out)
 }
 
-/// What the engine steps say about the kernel-level profile: factors on the linear ops'
-/// predicted time below and from [`dyno_engine::linear::GEMM_MIN_ROWS`] activation rows (the
-/// streaming kernels and the blocked GEMM), and the fixed costs.
+/// Where the engine's linear ops change regime, in activation rows: the streaming kernels
+/// below [`dyno_engine::linear::GEMM_MIN_ROWS`], the blocked GEMM from it, and large GEMMs
+/// from 256 rows (where packing is amortized). Each bin gets its own factor from the steps.
+fn bin_edges() -> [f64; 2] {
+    [dyno_engine::linear::GEMM_MIN_ROWS as f64, 256.0]
+}
+
+/// The bin of an op of `rows` activation rows.
+fn bin_of(rows: f64) -> usize {
+    bin_edges().iter().filter(|&&e| rows >= e).count()
+}
+
+/// Scale bins (see [`bin_edges`]).
+const BINS: usize = 3;
+
+/// What the engine steps say about the kernel-level profile: a factor on the linear ops'
+/// predicted time per row bin, and the fixed costs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct StepFit {
-    small_scale: f64,
-    large_scale: f64,
+    scales: [f64; BINS],
     step_us: f64,
     sample_us: f64,
 }
 
-/// Each step's linear-op seconds split by activation rows (below / from the GEMM boundary),
-/// and everything else, with zero overheads.
+/// Each step's linear-op seconds per row bin, and everything else, with zero overheads.
 fn split_linear(
     profile: &HardwareProfile,
     model: &ModelConfig,
     config: &EngineConfig,
     steps: &[MeasuredStep],
-) -> Vec<(f64, f64, f64)> {
+) -> Vec<([f64; BINS], f64)> {
     let mut p = profile.clone();
     p.calibration.step_overhead_us = 0.0;
     p.calibration.sample_overhead_us = 0.0;
     let sm = StepModel::new(&p, model, config);
-    let boundary = dyno_engine::linear::GEMM_MIN_ROWS as f64;
     steps
         .iter()
         .map(|s| {
@@ -753,7 +766,7 @@ fn split_linear(
             let touched = sm.expected_experts(t);
             let expert_rows = if touched > 0.0 { t * model.top_k as f64 / touched } else { 0.0 };
             let st = sm.step_time(&s.shape);
-            let (mut small, mut large, mut other) = (0.0, 0.0, 0.0);
+            let (mut linear, mut other) = ([0.0; BINS], 0.0);
             for o in &st.ops {
                 let rows = match o.name {
                     "qkv_proj" | "o_proj" | "router" => Some(t),
@@ -762,58 +775,62 @@ fn split_linear(
                     _ => None,
                 };
                 match rows {
-                    Some(r) if r < boundary => small += o.seconds,
-                    Some(_) => large += o.seconds,
+                    Some(r) => linear[bin_of(r)] += o.seconds,
                     None => other += o.seconds,
                 }
             }
-            // Pipeline factors and head are in `seconds` but not in the per-op sum when pp > 1;
-            // here pp = 1, so the parts add up to the step.
-            (small, large, other)
+            // With pp = 1 (the engine's default) the ops add up to the step.
+            (linear, other)
         })
         .collect()
 }
 
-/// Fits `measured ≈ a·small + b·large + other + s + n·c` over the steps, minimizing the sum of
-/// squared *relative* errors (so long prefills do not drown short decodes), with `a, b > 0`
+/// Fits `measured ≈ Σ_b a_b·linear_b + other + s + n·c` over the steps, minimizing the sum of
+/// squared *relative* errors (so long prefills do not drown short decodes), with `a_b > 0`
 /// and `s, c ≥ 0`.
 ///
-/// Four unknowns, sign-constrained: every subset of the overheads is solved by weighted
-/// normal equations and the best feasible solution kept (the active-set method, enumerated;
-/// no kept crate solves NNLS). A scale with no data stays 1.
+/// Few unknowns, sign-constrained: every subset of the overheads is solved by weighted normal
+/// equations and the best feasible solution kept (the active-set method, enumerated; no kept
+/// crate solves NNLS). A bin with no data keeps factor 1.
 fn fit_steps(
     profile: &HardwareProfile,
     model: &ModelConfig,
     config: &EngineConfig,
     steps: &[MeasuredStep],
 ) -> StepFit {
+    const N: usize = BINS + 2;
     let parts = split_linear(profile, model, config, steps);
-    // Columns: small, large, 1 (seconds), samples (seconds); target measured − other.
-    let rows: Vec<([f64; 4], f64, f64)> = steps
+    // Columns: the bins' linear seconds, 1 (step), samples; target measured − other.
+    let rows: Vec<([f64; N], f64, f64)> = steps
         .iter()
         .zip(&parts)
-        .map(|(s, &(small, large, other))| {
-            ([small, large, 1.0, s.shape.samples as f64], s.seconds - other, 1.0 / s.seconds)
+        .map(|(s, (linear, other))| {
+            let mut a = [0.0; N];
+            a[..BINS].copy_from_slice(linear);
+            a[BINS] = 1.0;
+            a[BINS + 1] = s.shape.samples as f64;
+            (a, s.seconds - other, 1.0 / s.seconds)
         })
         .collect();
     let has = |j: usize| rows.iter().any(|r| r.0[j] > 0.0);
-    let mut best: Option<(f64, [f64; 4])> = None;
+    let mut default = [0.0; N];
+    default[..BINS].fill(1.0);
+    let mut best: Option<(f64, [f64; N])> = None;
     for mask in 0..4u32 {
-        let mut cols: Vec<usize> = (0..2).filter(|&j| has(j)).collect();
-        cols.extend((0..2).filter(|b| mask & (1 << b) != 0).map(|b| b + 2));
+        let mut cols: Vec<usize> = (0..BINS).filter(|&j| has(j)).collect();
+        cols.extend((0..2).filter(|b| mask & (1 << b) != 0).map(|b| b + BINS));
         let Some(sol) = weighted_least_squares(&rows, &cols) else { continue };
-        let mut x = [1.0, 1.0, 0.0, 0.0];
+        let mut x = default;
         for (&j, v) in cols.iter().zip(&sol) {
             x[j] = *v;
         }
-        if x[0] <= 0.0 || x[1] <= 0.0 || x[2] < 0.0 || x[3] < 0.0 {
+        if x[..BINS].iter().any(|&v| v <= 0.0) || x[BINS..].iter().any(|&v| v < 0.0) {
             continue;
         }
         let sse: f64 = rows
             .iter()
             .map(|(a, y, w)| {
-                let fixed: f64 = (0..2).filter(|j| !cols.contains(j)).map(|j| a[j]).sum();
-                let pred = fixed + cols.iter().map(|&j| a[j] * x[j]).sum::<f64>();
+                let pred: f64 = (0..N).map(|j| a[j] * x[j]).sum();
                 (w * (y - pred)).powi(2)
             })
             .sum();
@@ -821,21 +838,26 @@ fn fit_steps(
             best = Some((sse, x));
         }
     }
-    let x = best.map_or([1.0, 1.0, 0.0, 0.0], |b| b.1);
-    StepFit { small_scale: x[0], large_scale: x[1], step_us: x[2] * 1e6, sample_us: x[3] * 1e6 }
+    let x = best.map_or(default, |b| b.1);
+    let mut scales = [1.0; BINS];
+    scales.copy_from_slice(&x[..BINS]);
+    StepFit { scales, step_us: x[BINS] * 1e6, sample_us: x[BINS + 1] * 1e6 }
 }
 
-/// Solves the weighted normal equations of `y ≈ Σ_j a_j x_j` over columns `cols`, the
-/// columns not listed entering with coefficient 1 when they are scales (0, 1) and 0 otherwise.
+/// Solves the weighted normal equations of `y ≈ Σ_j a_j x_j` over columns `cols`; a scale
+/// column (`j < BINS`) not listed enters with coefficient 1, an overhead column with 0.
 /// `None` when singular.
-fn weighted_least_squares(rows: &[([f64; 4], f64, f64)], cols: &[usize]) -> Option<Vec<f64>> {
+fn weighted_least_squares<const N: usize>(
+    rows: &[([f64; N], f64, f64)],
+    cols: &[usize],
+) -> Option<Vec<f64>> {
     let k = cols.len();
     if k == 0 {
         return None;
     }
     let mut m = vec![vec![0.0; k + 1]; k];
     for (a, y, w) in rows {
-        let fixed: f64 = (0..2).filter(|j| !cols.contains(j)).map(|j| a[j]).sum();
+        let fixed: f64 = (0..BINS).filter(|j| !cols.contains(j)).map(|j| a[j]).sum();
         let w2 = w * w;
         for (r, &jr) in cols.iter().enumerate() {
             for (c, &jc) in cols.iter().enumerate() {
@@ -844,7 +866,7 @@ fn weighted_least_squares(rows: &[([f64; 4], f64, f64)], cols: &[usize]) -> Opti
             m[r][k] += w2 * a[jr] * (y - fixed);
         }
     }
-    // Gaussian elimination with partial pivoting.
+    // Gauss-Jordan elimination with partial pivoting.
     for i in 0..k {
         let piv = (i..k).max_by(|&a, &b| m[a][i].abs().total_cmp(&m[b][i].abs()))?;
         if m[piv][i].abs() < 1e-300 {
@@ -917,6 +939,8 @@ mod tests {
             StepShape::decode(16, 100),
             StepShape::prefill(1, 128),
             StepShape::prefill(4, 256),
+            StepShape::prefill(16, 128),
+            StepShape::prefill(1, 512),
         ];
         let probe: Vec<MeasuredStep> = shapes
             .iter()
@@ -926,16 +950,19 @@ mod tests {
         let steps: Vec<MeasuredStep> = probe
             .into_iter()
             .zip(&parts)
-            .map(|(mut s, &(small, large, other))| {
-                s.seconds =
-                    1.3 * small + 0.8 * large + other + 300e-6 + s.shape.samples as f64 * 20e-6;
+            .map(|(mut s, (linear, other))| {
+                s.seconds = 1.3 * linear[0] + 0.8 * linear[1] + 0.6 * linear[2]
+                    + other
+                    + 300e-6
+                    + s.shape.samples as f64 * 20e-6;
                 s
             })
             .collect();
         let f = fit_steps(&profile, &model, &config, &steps);
         let close = |a: f64, b: f64| assert!((a - b).abs() < 1e-6 * b.abs().max(1.0), "{f:?}");
-        close(f.small_scale, 1.3);
-        close(f.large_scale, 0.8);
+        close(f.scales[0], 1.3);
+        close(f.scales[1], 0.8);
+        close(f.scales[2], 0.6);
         close(f.step_us, 300.0);
         close(f.sample_us, 20.0);
     }
