@@ -21,10 +21,8 @@
 //!
 //! Times are medians of several repeats after a warm-up; weights and KV caches are rotated
 //! over enough copies to exceed the last-level cache, so no op is timed from cache that the
-//! engine streams from memory. Each timing has the time our threads spent waiting behind
-//! other processes (Linux `schedstat` run delay, spread over the cores) taken out, and engine
-//! steps keep the best of two rounds, so a busy machine distorts the figures less; the
-//! report still warns when the load average says other work competed.
+//! engine streams from memory. Engine steps keep the best of two rounds (other processes only
+//! ever add time), and the report warns when the load average says other work competed.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -305,11 +303,30 @@ pub fn calibrate_cpu(opts: &CalibrateOptions) -> Result<Calibrated, CalibrateErr
         .filter(|p| is_linear(p.class) && p.size == 1.0)
         .map(|p| probe * p.bound_s / p.measured_s)
         .fold(0.0, f64::max);
+    // Likewise the f32 GEMM (compute-bound from 64 rows) against the FMA loop's peak.
+    let peak_probe = profile.peak_tflops.f32;
+    let achieved = points
+        .iter()
+        .filter(|p| p.class == OpClass::LinearF32 && p.size >= 64.0)
+        .map(|p| peak_probe * p.bound_s / p.measured_s)
+        .fold(0.0, f64::max);
+    if achieved > peak_probe {
+        log(&format!(
+            "the f32 GEMM reached {:.1} GFLOP/s > the FMA probe's {:.1}: using it",
+            achieved * 1e3,
+            peak_probe * 1e3
+        ));
+        profile.peak_tflops.f32 = achieved;
+        profile.peak_tflops.bf16 = achieved;
+        profile.peak_tflops.int8 = 2.0 * achieved;
+    }
     if streamed > probe {
         log(&format!(
             "a one-row GEMV streamed {streamed:.1} GB/s > the read probe's {probe:.1}: using it"
         ));
         profile.memory_bandwidth_gbs = streamed;
+    }
+    if streamed > probe || achieved > peak_probe {
         let sm = StepModel::new(&profile, &model, &config);
         for p in &mut points {
             p.bound_s = bound_of(&sm, &config, p);
@@ -450,11 +467,9 @@ fn median_time<E>(
     }
     let mut times = Vec::with_capacity(repeats);
     for i in 0..repeats.max(1) {
-        let d = run_delay_s();
         let t = Instant::now();
         f(i)?;
-        let wall = t.elapsed().as_secs_f64();
-        times.push(uncontended(wall, run_delay_s() - d));
+        times.push(t.elapsed().as_secs_f64());
     }
     times.sort_by(f64::total_cmp);
     Ok(times[times.len() / 2])
@@ -486,27 +501,6 @@ fn bound_of(sm: &StepModel, config: &EngineConfig, p: &KernelPoint) -> f64 {
 
 /// Sequences in the decode-attention measurement.
 const DECODE_SEQS: usize = 4;
-
-/// Seconds this process's threads have spent runnable but waiting for a core (the second
-/// field of every `/proc/self/task/*/schedstat`; 0 where Linux does not report it).
-fn run_delay_s() -> f64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0.0 };
-    let mut ns = 0u64;
-    for t in tasks.flatten() {
-        if let Ok(text) = std::fs::read_to_string(t.path().join("schedstat")) {
-            ns += text.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
-        }
-    }
-    ns as f64 * 1e-9
-}
-
-/// A wall time with the time our threads waited behind other processes taken out: `delay`
-/// spread over the cores (each core's wait stretches the run at most once), never below half
-/// the wall time. On an idle machine `delay` is ~0 and this is the wall time.
-fn uncontended(wall: f64, delay: f64) -> f64 {
-    let cores = dyno_kernels::threads::available().max(1) as f64;
-    (wall - delay.max(0.0) / cores).max(0.5 * wall)
-}
 
 /// How many copies of `bytes` exceed `target` bytes (1 to 16).
 fn copies_for(bytes: f64, target: f64) -> usize {
@@ -767,9 +761,8 @@ fn measure_engine(
     };
     let prefill_label = format!("prefill {batch}×{prompt}");
     let mut step = || -> Result<_, CalibrateError> {
-        let d = run_delay_s();
         let r = engine.step(0.0)?;
-        let seconds = uncontended(r.seconds, run_delay_s() - d);
+        let seconds = r.seconds;
         Ok((r, seconds))
     };
     let (r, seconds) = step()?;
