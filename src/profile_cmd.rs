@@ -101,7 +101,11 @@ fn summary(cal: &Calibrated, model: &str) -> String {
         let _ = writeln!(
             s,
             "  bandwidth         {:.1} GB/s ({} threads), {:.1} GB/s one core; {} cores, {:.1} GiB",
-            p.memory_bandwidth_gbs, cal.threads, cpu.bandwidth_one_core_gbs, cpu.cores, p.memory_gib
+            p.memory_bandwidth_gbs,
+            cal.threads,
+            cpu.bandwidth_one_core_gbs,
+            cpu.cores,
+            p.memory_gib
         );
     }
     let _ = writeln!(
@@ -116,11 +120,8 @@ fn summary(cal: &Calibrated, model: &str) -> String {
     );
     for class in OpClass::ALL {
         if let Some(curve) = c.efficiency.get(&class) {
-            let pts: Vec<String> = curve
-                .points
-                .iter()
-                .map(|p| format!("{}:{:.2}", p.size, p.efficiency))
-                .collect();
+            let pts: Vec<String> =
+                curve.points.iter().map(|p| format!("{}:{:.2}", p.size, p.efficiency)).collect();
             let _ = writeln!(s, "  {:<17} {}", class.label(), pts.join(" "));
         }
     }
@@ -141,7 +142,8 @@ fn summary(cal: &Calibrated, model: &str) -> String {
         );
     }
     let worst = cal.fit.iter().map(|r| r.error_pct().abs()).fold(0.0, f64::max);
-    let mean = cal.fit.iter().map(|r| r.error_pct().abs()).sum::<f64>() / cal.fit.len().max(1) as f64;
+    let mean =
+        cal.fit.iter().map(|r| r.error_pct().abs()).sum::<f64>() / cal.fit.len().max(1) as f64;
     let _ = writeln!(
         s,
         "  engine-step fit   {} shapes, mean |error| {mean:.1}%, worst {worst:.1}%",

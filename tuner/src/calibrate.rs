@@ -21,7 +21,7 @@
 //!
 //! Times are medians of several repeats after a warm-up; weights and KV caches are rotated
 //! over enough copies to exceed the last-level cache, so no op is timed from cache that the
-//! engine streams from memory. Engine steps keep the best of two rounds (other processes only
+//! engine streams from memory. Engine steps keep the best of three rounds (other processes only
 //! ever add time), and the report warns when the load average says other work competed.
 
 use std::path::PathBuf;
@@ -211,7 +211,7 @@ impl Plan {
                 bandwidth_bytes: dyno_kernels::machine::DEFAULT_BANDWIDTH_BYTES,
                 budget: Duration::from_millis(600),
                 engine_cases: vec![(1, 128), (1, 512), (4, 256), (8, 64), (16, 128)],
-                engine_rounds: 2,
+                engine_rounds: 3,
                 decode_steps: 8,
             }
         }
@@ -346,7 +346,10 @@ pub fn calibrate_cpu(opts: &CalibrateOptions) -> Result<Calibrated, CalibrateErr
         let mut pts: Vec<EfficiencyPoint> = points
             .iter()
             .filter(|p| p.class == class)
-            .map(|p| EfficiencyPoint { size: p.size, efficiency: clamp_eff(p.bound_s / p.measured_s) })
+            .map(|p| EfficiencyPoint {
+                size: p.size,
+                efficiency: clamp_eff(p.bound_s / p.measured_s),
+            })
             .collect();
         pts.sort_by(|a, b| a.size.total_cmp(&b.size));
         pts.dedup_by(|a, b| a.size == b.size);
@@ -446,7 +449,8 @@ fn utc_date() -> String {
 
 /// Deterministic values in [−0.05, 0.05) (a 64-bit LCG): timing does not depend on them.
 fn filler(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+    let mut s =
+        seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
     (0..n)
         .map(|_| {
             s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
@@ -536,9 +540,8 @@ fn measure_linear(
     for &rows in &plan.rows {
         let x = filler(rows * inp, 2);
         let mut y = vec![0.0f32; rows * out];
-        let t = median_time(copies, plan.repeats, |i| {
-            weights[i % copies].forward(&x, rows, &mut y)
-        })?;
+        let t =
+            median_time(copies, plan.repeats, |i| weights[i % copies].forward(&x, rows, &mut y))?;
         points.push(KernelPoint {
             class: OpClass::linear(format),
             size: rows as f64,
@@ -569,12 +572,7 @@ impl Pools {
                 (0..per_seq).map(|b| (b * seqs + s) as u32).collect()
             })
             .collect();
-        Pools {
-            k: vec![data.clone(); kv_heads],
-            v: vec![data; kv_heads],
-            tables,
-            block,
-        }
+        Pools { k: vec![data.clone(); kv_heads], v: vec![data; kv_heads], tables, block }
     }
 
     fn pool(&self, head: usize, head_dim: usize) -> PagedKv<'_> {
@@ -601,23 +599,24 @@ fn measure_decode(
     for &ctx in &plan.contexts {
         let layer_bytes = (seqs * ctx * kv_heads * hd * 8) as f64;
         let copies = copies_for(layer_bytes, plan.rotate_bytes);
-        let layers: Vec<Pools> =
-            (0..copies).map(|_| Pools::new(kv_heads, hd, config.kv_block_size, seqs, ctx)).collect();
+        let layers: Vec<Pools> = (0..copies)
+            .map(|_| Pools::new(kv_heads, hd, config.kv_block_size, seqs, ctx))
+            .collect();
         let q = filler(seqs * g * hd, 4);
         let t = median_time(copies, plan.repeats, |i| {
             let layer = &layers[i % copies];
-            let views: Vec<SeqKv> = layer
-                .tables
-                .iter()
-                .map(|t| SeqKv { block_table: t, context_len: ctx })
-                .collect();
+            let views: Vec<SeqKv> =
+                layer.tables.iter().map(|t| SeqKv { block_table: t, context_len: ctx }).collect();
             let head = |h: usize, p: &AttentionParams| {
                 let mut out = vec![0.0f32; q.len()];
                 decode(&q, &views, &layer.pool(h, hd), g, scale, &mut out, p).map(|_| out)
             };
             if threads > 1 {
                 dyno_kernels::threads::run(threads, || {
-                    (0..kv_heads).into_par_iter().map(|h| head(h, &single)).collect::<Result<Vec<_>, _>>()
+                    (0..kv_heads)
+                        .into_par_iter()
+                        .map(|h| head(h, &single))
+                        .collect::<Result<Vec<_>, _>>()
                 })
                 .map(|_| ())
             } else {
@@ -653,8 +652,9 @@ fn measure_prefill(
         let mut out = vec![0.0f32; q.len()];
         let t = median_time(1, plan.repeats, |_| {
             let seq = SeqKv { block_table: &layer.tables[0], context_len: len };
-            (0..kv_heads)
-                .try_for_each(|h| prefill(&q, 0, &seq, &layer.pool(h, hd), g, scale, &mut out, &params))
+            (0..kv_heads).try_for_each(|h| {
+                prefill(&q, 0, &seq, &layer.pool(h, hd), g, scale, &mut out, &params)
+            })
         })?;
         points.push(KernelPoint {
             class: OpClass::AttentionPrefill,
@@ -1023,7 +1023,9 @@ mod tests {
             .into_iter()
             .zip(&parts)
             .map(|(mut s, (linear, other))| {
-                s.seconds = 1.3 * linear[0] + 0.8 * linear[1] + 0.6 * linear[2]
+                s.seconds = 1.3 * linear[0]
+                    + 0.8 * linear[1]
+                    + 0.6 * linear[2]
                     + other
                     + 300e-6
                     + s.shape.samples as f64 * 20e-6;

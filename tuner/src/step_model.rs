@@ -475,7 +475,8 @@ impl StepModel {
         let act = f64::from(self.profile.activation_bytes);
         let pairs = tokens * (tokens + 1.0) / 2.0;
         let flops = 4.0 * pairs * heads * hd;
-        let bytes = tokens * kv_heads * hd * 2.0 * self.kv_bytes() + tokens * heads * hd * 2.0 * act;
+        let bytes =
+            tokens * kv_heads * hd * 2.0 * self.kv_bytes() + tokens * heads * hd * 2.0 * act;
         self.bound(flops, bytes, self.resources.attention_peak)
     }
 
