@@ -945,11 +945,12 @@ fn weighted_least_squares<const N: usize>(
             return None;
         }
         m.swap(i, piv);
-        for r in 0..k {
+        let pivot = m[i].clone();
+        for (r, row) in m.iter_mut().enumerate() {
             if r != i {
-                let f = m[r][i] / m[i][i];
-                for c in i..=k {
-                    m[r][c] -= f * m[i][c];
+                let f = row[i] / pivot[i];
+                for (v, p) in row.iter_mut().zip(&pivot).skip(i) {
+                    *v -= f * p;
                 }
             }
         }

@@ -233,7 +233,7 @@ impl HardwareProfile {
         let wanted = name_or_path.to_ascii_lowercase();
         for (name, text) in BUILT_IN {
             let p = Self::from_yaml(text, &format!("built-in profile {name}"))?;
-            if p.name == wanted || p.aliases.iter().any(|a| *a == wanted) {
+            if p.name == wanted || p.aliases.contains(&wanted) {
                 return Ok(p);
             }
         }
