@@ -370,6 +370,7 @@ pub fn calibrate_cpu(opts: &CalibrateOptions) -> Result<Calibrated, CalibrateErr
         for &(batch, prompt) in &plan.engine_cases {
             log(&format!("engine steps: batch {batch}, prompt {prompt} (round {})", round + 1));
             for m in measure_engine(&loaded, &config, batch, prompt, plan.decode_steps)? {
+                log(&format!("  {:<22} {:>10.2} ms", m.label, m.seconds * 1e3));
                 // Other processes only ever add time: keep each shape's best round.
                 match steps.iter_mut().find(|s| s.label == m.label) {
                     Some(s) => s.seconds = s.seconds.min(m.seconds),
