@@ -113,6 +113,13 @@ fn summary(cal: &Calibrated, model: &str) -> String {
         "  peak              {:.1} GFLOP/s f32 (bf16 same, int8 2×)",
         p.peak_tflops.f32 * 1e3
     );
+    if cal.rescale > 1.0 {
+        let _ = writeln!(
+            s,
+            "  rescale           peak and bandwidth above are the probes' × {:.2} (efficiencies ÷ {:.2}): some op beat the probes' roofline",
+            cal.rescale, cal.rescale
+        );
+    }
     let _ = writeln!(
         s,
         "  overheads         step {:.0} µs, per sampled token {:.1} µs",

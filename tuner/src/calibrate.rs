@@ -138,6 +138,9 @@ pub struct Calibrated {
     /// Factors the engine's linear curve was multiplied by after the engine steps, as
     /// (from rows, factor), one per row bin (streaming kernels, GEMM, large GEMM).
     pub linear_correction: Vec<(f64, f64)>,
+    /// The factor peaks and bandwidths were scaled up by (and efficiencies down) so that no
+    /// efficiency exceeds 1; 1 when none did. The probes measured the figures ÷ this.
+    pub rescale: f64,
     /// Kernel threads used (the engine's default).
     pub threads: usize,
     /// Seconds spent.
@@ -348,7 +351,9 @@ pub fn calibrate_cpu(opts: &CalibrateOptions) -> Result<Calibrated, CalibrateErr
             .filter(|p| p.class == class)
             .map(|p| EfficiencyPoint {
                 size: p.size,
-                efficiency: clamp_eff(p.bound_s / p.measured_s),
+                // Unclamped for now: the fit needs the measured ratios; `normalize` brings
+                // every efficiency into (0, 1] at the end.
+                efficiency: p.bound_s / p.measured_s,
             })
             .collect();
         pts.sort_by(|a, b| a.size.total_cmp(&b.size));
@@ -385,8 +390,15 @@ pub fn calibrate_cpu(opts: &CalibrateOptions) -> Result<Calibrated, CalibrateErr
     let fit = fit_steps(&profile, &model, &config, &steps);
     if let Some(curve) = profile.calibration.efficiency.get_mut(&linear_class) {
         for p in &mut curve.points {
-            p.efficiency = clamp_eff(p.efficiency / fit.scales[bin_of(p.size)]);
+            p.efficiency /= fit.scales[bin_of(p.size)];
         }
+    }
+    let rescale = normalize(&mut profile);
+    if rescale > 1.0 {
+        log(&format!(
+            "ops ran up to {rescale:.2}× faster than the probes' roofline: peak and bandwidth \
+             scaled up by {rescale:.2} and every efficiency down by it (predictions unchanged)"
+        ));
     }
     let correction: Vec<(f64, f64)> = std::iter::once(1.0)
         .chain(bin_edges())
@@ -413,6 +425,7 @@ pub fn calibrate_cpu(opts: &CalibrateOptions) -> Result<Calibrated, CalibrateErr
         kernel_points: points,
         fit,
         linear_correction: correction,
+        rescale,
         threads,
         seconds: started.elapsed().as_secs_f64(),
         load_average: [load_before, load_average()].into_iter().flatten().reduce(f64::max),
@@ -423,6 +436,38 @@ pub fn calibrate_cpu(opts: &CalibrateOptions) -> Result<Calibrated, CalibrateErr
 fn load_average() -> Option<f64> {
     let text = std::fs::read_to_string("/proc/loadavg").ok()?;
     text.split_whitespace().next()?.parse().ok()
+}
+
+/// Brings every efficiency into (0, 1] without changing a prediction: where some op ran
+/// faster than its roofline (`e > 1`: the probes under-measured, as they do when other
+/// processes compete, or the engine overlaps what a lone kernel cannot), the peaks and
+/// bandwidths are multiplied by the largest `e` and every efficiency divided by it, so every
+/// bound ÷ efficiency stays the same. Returns the factor (1 when nothing exceeded 1).
+fn normalize(profile: &mut HardwareProfile) -> f64 {
+    let cal = &mut profile.calibration;
+    let e = cal
+        .efficiency
+        .values()
+        .flat_map(|c| c.points.iter().map(|p| p.efficiency))
+        .chain(std::iter::once(cal.default_efficiency))
+        .filter(|e| e.is_finite())
+        .fold(1.0, f64::max);
+    for curve in cal.efficiency.values_mut() {
+        for p in &mut curve.points {
+            p.efficiency = clamp_eff(p.efficiency / e);
+        }
+    }
+    cal.default_efficiency = clamp_eff(cal.default_efficiency / e);
+    if e > 1.0 {
+        profile.memory_bandwidth_gbs *= e;
+        profile.peak_tflops.f32 *= e;
+        profile.peak_tflops.bf16 *= e;
+        profile.peak_tflops.int8 *= e;
+        if let Some(cpu) = profile.cpu.as_mut() {
+            cpu.bandwidth_one_core_gbs *= e;
+        }
+    }
+    e
 }
 
 /// An efficiency clamped to (0, 1].
@@ -1041,6 +1086,25 @@ mod tests {
         close(f.scales[2], 0.6);
         close(f.step_us, 300.0);
         close(f.sample_us, 20.0);
+    }
+
+    #[test]
+    fn normalizing_keeps_every_prediction() {
+        let model = ModelConfig::preset("mixtral-mini").unwrap();
+        let config = EngineConfig::default();
+        let mut p = HardwareProfile::resolve("cpu").unwrap();
+        if let Some(c) = p.calibration.efficiency.get_mut(&OpClass::LinearF32) {
+            c.points[0].efficiency = 2.5;
+        }
+        let shapes = [StepShape::decode(1, 100), StepShape::prefill(4, 256)];
+        let before: Vec<f64> =
+            shapes.iter().map(|s| StepModel::new(&p, &model, &config).seconds(s)).collect();
+        assert_eq!(normalize(&mut p), 2.5);
+        p.validate("normalized").unwrap();
+        for (s, b) in shapes.iter().zip(before) {
+            let after = StepModel::new(&p, &model, &config).seconds(s);
+            assert!((after - b).abs() <= 1e-9 * b, "{after} vs {b}");
+        }
     }
 
     #[test]
