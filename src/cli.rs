@@ -9,6 +9,7 @@ use crate::kernels_cmd::{self, KernelsArgs};
 use crate::load_cmd::{self, LoadArgs};
 use crate::nightly_cmd::{self, NightlyArgs};
 use crate::simulate_cmd::{self, SimulateArgs};
+use crate::profile_cmd::{self, ProfileArgs};
 use crate::tune_cmd::{self, StudyArgs};
 pub use crate::tune_cmd::{TuneArgs, run_tune};
 use std::process::ExitCode;
@@ -52,6 +53,8 @@ pub enum Command {
     /// Predict a workload's metrics on a hardware profile with the simulator (the engine's
     /// scheduler and a step-time model), printed like `dyno load`.
     Simulate(Box<SimulateArgs>),
+    /// Measure this machine and write its calibrated hardware profile (`--hw cpu`).
+    Profile(ProfileArgs),
 }
 
 /// Runs a parsed command line; the exit code of a command that completed (errors exit 2).
@@ -71,5 +74,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ingest(args) => done(db_cmd::run_ingest(args)),
         Command::Alerts(args) => done(db_cmd::run_alerts(args)),
         Command::Compare(args) => done(db_cmd::run_compare(args)),
+        Command::Profile(args) => done(profile_cmd::run_profile(args)),
     }
 }

@@ -7,6 +7,7 @@ pub mod engine_cmd;
 pub mod kernels_cmd;
 pub mod load_cmd;
 pub mod nightly_cmd;
+pub mod profile_cmd;
 pub mod record_args;
 pub mod simulate_cmd;
 pub mod tune_cmd;

@@ -386,8 +386,24 @@ impl HardwareProfile {
 
 /// The profile `--hw NAME` means: a built-in profile or a file, except that `cpu` prefers the
 /// calibrated profile `dyno profile --hw cpu` wrote for this machine.
+///
+/// Without a calibrated file, `cpu` is the built-in template with this machine's cores filled
+/// in, still `calibrated: false`. A calibrated file that cannot be read or is invalid is an
+/// error naming the file (it is never silently skipped).
 pub fn resolve_target(name: &str) -> Result<HardwareProfile, ProfileError> {
-    HardwareProfile::resolve(name)
+    let wanted = name.to_ascii_lowercase();
+    if wanted != "cpu" && wanted != "local" {
+        return HardwareProfile::resolve(name);
+    }
+    let path = crate::calibrate::calibrated_cpu_path();
+    if path.exists() {
+        return HardwareProfile::from_yaml_file(&path);
+    }
+    let mut template = HardwareProfile::resolve("cpu")?;
+    if let Some(cpu) = template.cpu.as_mut() {
+        cpu.cores = dyno_kernels::threads::available().max(1);
+    }
+    Ok(template)
 }
 
 impl OpClass {

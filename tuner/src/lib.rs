@@ -1,5 +1,6 @@
 //! Search space, strategies, hardware profiles, simulator and config emitter.
 
+pub mod calibrate;
 pub mod constraints;
 pub mod emit;
 pub mod evaluate;

@@ -435,6 +435,76 @@ impl StepModel {
     }
 }
 
+/// The roofline bounds of single ops, without efficiency: what `dyno profile --hw cpu`
+/// divides by a measured kernel time to get an efficiency. Each uses the same flops and bytes
+/// as the op of the same name in [`StepModel::step_time`] (a test holds them together).
+impl StepModel {
+    /// `max(flops ÷ peak, bytes ÷ bandwidth)` on one rank, seconds.
+    pub fn bound(&self, flops: f64, bytes: f64, peak: f64) -> f64 {
+        (flops / peak).max(bytes / self.resources.bandwidth)
+    }
+
+    /// One linear op of `rows` activation rows × `[out, inp]` weights at `format`, seconds.
+    pub fn linear_bound(&self, rows: f64, out: f64, inp: f64, format: WeightFormat) -> f64 {
+        let act = f64::from(self.profile.activation_bytes);
+        let flops = 2.0 * rows * out * inp;
+        let bytes = out * inp * format.bytes_per_weight() + rows * (out + inp) * act;
+        self.bound(flops, bytes, self.resources.linear_peak)
+    }
+
+    /// One layer's decode attention for `sequences` queries at `context` tokens each (all of
+    /// this rank's heads), seconds.
+    pub fn attention_decode_bound(&self, sequences: f64, context: f64) -> f64 {
+        let m = &self.model;
+        let tp = self.tp as f64;
+        let (heads, kv_heads) = (m.heads as f64 / tp, m.kv_heads as f64 / tp);
+        let hd = m.head_dim as f64;
+        let ctx = sequences * context;
+        let flops = 4.0 * ctx * heads * hd;
+        let bytes = ctx * kv_heads * hd * 2.0 * self.kv_bytes();
+        self.bound(flops, bytes, self.resources.attention_peak)
+    }
+
+    /// One layer's causal attention of one prefill chunk of `tokens` from position 0 (all of
+    /// this rank's heads), seconds.
+    pub fn attention_prefill_bound(&self, tokens: f64) -> f64 {
+        let m = &self.model;
+        let tp = self.tp as f64;
+        let (heads, kv_heads) = (m.heads as f64 / tp, m.kv_heads as f64 / tp);
+        let hd = m.head_dim as f64;
+        let act = f64::from(self.profile.activation_bytes);
+        let pairs = tokens * (tokens + 1.0) / 2.0;
+        let flops = 4.0 * pairs * heads * hd;
+        let bytes =
+            tokens * kv_heads * hd * 2.0 * self.kv_bytes() + tokens * heads * hd * 2.0 * act;
+        self.bound(flops, bytes, self.resources.attention_peak)
+    }
+
+    /// One layer's elementwise work (norms, RoPE, SiLU·mul, residuals, KV writes) over
+    /// `tokens`, seconds.
+    pub fn elementwise_bound(&self, tokens: f64) -> f64 {
+        let m = &self.model;
+        let tp = self.tp as f64;
+        let (heads, kv_heads) = (m.heads as f64 / tp, m.kv_heads as f64 / tp);
+        let (h, hd, width) = (m.hidden as f64, m.head_dim as f64, m.expert_width as f64 / tp);
+        let act = f64::from(self.profile.activation_bytes);
+        let bytes = tokens
+            * act
+            * (8.0 * h + 3.0 * heads * hd + 4.0 * kv_heads * hd + 3.0 * m.top_k as f64 * width);
+        bytes / self.resources.bandwidth
+    }
+
+    /// The model this step model costs.
+    pub fn model(&self) -> &ModelConfig {
+        &self.model
+    }
+
+    /// The weight format of the config's linear layers.
+    pub fn format(&self) -> WeightFormat {
+        self.format
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
