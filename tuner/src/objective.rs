@@ -46,8 +46,14 @@ pub struct TrialMetrics {
     pub request_throughput: f64,
     /// Output tokens per second.
     pub output_throughput: f64,
+    /// Median time to first token, ms (0 in trials stored before it was kept).
+    #[serde(default)]
+    pub ttft_p50_ms: f64,
     /// p99 time to first token, ms.
     pub ttft_p99_ms: f64,
+    /// Median time per output token, ms (0 in trials stored before it was kept).
+    #[serde(default)]
+    pub tpot_p50_ms: f64,
     /// p99 time per output token, ms.
     pub tpot_p99_ms: f64,
     /// p99 end-to-end latency, ms.
@@ -78,7 +84,9 @@ impl TrialMetrics {
             goodput: report.request_goodput.unwrap_or(report.request_throughput),
             request_throughput: report.request_throughput,
             output_throughput: report.output_throughput,
+            ttft_p50_ms: report.ttft.p50 * 1e3,
             ttft_p99_ms: report.ttft.p99 * 1e3,
+            tpot_p50_ms: report.tpot.p50 * 1e3,
             tpot_p99_ms: report.tpot.p99 * 1e3,
             e2el_p99_ms: report.e2el.p99 * 1e3,
             slo_attainment: if requests == 0 { 0.0 } else { good as f64 / requests as f64 },
@@ -89,6 +97,20 @@ impl TrialMetrics {
             load_tests,
             kl,
         }
+    }
+
+    /// Relative error of each headline figure of this prediction against `measured`:
+    /// (predicted − measured) ÷ measured for request throughput, p50 and p99 TTFT, p50 and
+    /// p99 TPOT, in that order, with their names.
+    pub fn errors_against(&self, measured: &TrialMetrics) -> [(&'static str, f64); 5] {
+        let rel = |p: f64, m: f64| if m == 0.0 { f64::NAN } else { (p - m) / m };
+        [
+            ("throughput", rel(self.request_throughput, measured.request_throughput)),
+            ("ttft_p50", rel(self.ttft_p50_ms, measured.ttft_p50_ms)),
+            ("ttft_p99", rel(self.ttft_p99_ms, measured.ttft_p99_ms)),
+            ("tpot_p50", rel(self.tpot_p50_ms, measured.tpot_p50_ms)),
+            ("tpot_p99", rel(self.tpot_p99_ms, measured.tpot_p99_ms)),
+        ]
     }
 
     /// The value `goal` maximizes.
@@ -129,7 +151,9 @@ mod tests {
             goodput: 0.5,
             request_throughput: 1.0,
             output_throughput: tput,
+            ttft_p50_ms: ttft / 2.0,
             ttft_p99_ms: ttft,
+            tpot_p50_ms: tpot / 2.0,
             tpot_p99_ms: tpot,
             e2el_p99_ms: 0.0,
             slo_attainment: 0.5,
