@@ -8,10 +8,11 @@ use crate::engine_cmd::{self, EngineArgs, ModelArgs, ServeArgs};
 use crate::kernels_cmd::{self, KernelsArgs};
 use crate::load_cmd::{self, LoadArgs};
 use crate::nightly_cmd::{self, NightlyArgs};
-use crate::simulate_cmd::{self, SimulateArgs};
 use crate::profile_cmd::{self, ProfileArgs};
+use crate::simulate_cmd::{self, SimulateArgs};
 use crate::tune_cmd::{self, StudyArgs};
 pub use crate::tune_cmd::{TuneArgs, run_tune};
+use crate::validate_cmd::{self, ValidateArgs};
 use std::process::ExitCode;
 
 /// dyno: a dynamometer for LLM inference.
@@ -55,6 +56,9 @@ pub enum Command {
     Simulate(Box<SimulateArgs>),
     /// Measure this machine and write its calibrated hardware profile (`--hw cpu`).
     Profile(ProfileArgs),
+    /// Run configs both simulated and measured on this machine, store both, print the
+    /// prediction error per config.
+    Validate(ValidateArgs),
 }
 
 /// Runs a parsed command line; the exit code of a command that completed (errors exit 2).
@@ -70,6 +74,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Load(args) => done(load_cmd::run_load_cmd(*args)),
         Command::Nightly(args) => nightly_cmd::run_nightly(args),
         Command::Simulate(args) => done(simulate_cmd::run_simulate(*args)),
+        Command::Validate(args) => done(validate_cmd::run_validate(args)),
         Command::Db(args) => done(db_cmd::run_db(args)),
         Command::Ingest(args) => done(db_cmd::run_ingest(args)),
         Command::Alerts(args) => done(db_cmd::run_alerts(args)),

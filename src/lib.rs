@@ -11,3 +11,4 @@ pub mod profile_cmd;
 pub mod record_args;
 pub mod simulate_cmd;
 pub mod tune_cmd;
+pub mod validate_cmd;

@@ -14,3 +14,4 @@ pub mod space;
 pub mod step_model;
 pub mod strategy;
 pub mod study;
+pub mod validate;
