@@ -50,6 +50,9 @@ use thiserror::Error;
 /// A sequence's id, chosen by the caller (unique among waiting and running sequences).
 pub type SeqId = u64;
 
+/// Where a live sequence sits in the scheduler's slab (internal; the driver names ids).
+type Slot = usize;
+
 /// What the scheduler needs to know: the batch policy, the KV pool and the limits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SchedulerConfig {
@@ -186,6 +189,7 @@ pub struct SeqInfo {
 /// Internal per-sequence state.
 #[derive(Debug, Clone)]
 struct Seq {
+    id: SeqId,
     prompt_len: usize,
     total: usize,
     computed: usize,
@@ -255,11 +259,17 @@ pub struct Scheduler {
     cfg: SchedulerConfig,
     /// `max_context` capped at the pool's capacity.
     max_context: usize,
-    seqs: HashMap<SeqId, Seq, BuildHasherDefault<SeqIdHasher>>,
+    /// Every live sequence, at a slot; the queues below hold slots, so the scheduling loops
+    /// index instead of looking ids up.
+    slots: Vec<Option<Seq>>,
+    /// Slots of sequences that left, for reuse.
+    free_slots: Vec<Slot>,
+    /// A live sequence's slot by id (for the driver's calls, which name ids).
+    index: HashMap<SeqId, Slot, BuildHasherDefault<SeqIdHasher>>,
     /// FCFS; preempted sequences go to the front.
-    waiting: VecDeque<SeqId>,
+    waiting: VecDeque<Slot>,
     /// In admission order: the last is the most recently admitted (the preemption victim).
-    running: Vec<SeqId>,
+    running: Vec<Slot>,
     blocks: BlockAllocator,
     preemptions_total: u64,
     /// Calls of [`Scheduler::schedule`] so far: names the step being built.
@@ -275,7 +285,9 @@ impl Scheduler {
         Self {
             cfg,
             max_context,
-            seqs: HashMap::default(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            index: HashMap::default(),
             waiting: VecDeque::new(),
             running: Vec::new(),
             blocks,
@@ -297,7 +309,7 @@ impl Scheduler {
 
     /// Queue a new sequence whose prompt has `prompt_len` tokens, arrived at `now`.
     pub fn add(&mut self, id: SeqId, prompt_len: usize, now: f64) -> Result<(), AddError> {
-        if self.seqs.contains_key(&id) {
+        if self.index.contains_key(&id) {
             return Err(AddError::Duplicate(id));
         }
         if prompt_len == 0 {
@@ -310,19 +322,28 @@ impl Scheduler {
         if self.waiting.len() >= self.cfg.max_waiting {
             return Err(AddError::QueueFull { limit: self.cfg.max_waiting });
         }
-        self.seqs.insert(
+        let seq = Seq {
             id,
-            Seq {
-                prompt_len,
-                total: prompt_len,
-                computed: 0,
-                arrival: now,
-                state: SeqState::Waiting,
-                blocks: Vec::new(),
-                planned_in: 0,
-            },
-        );
-        self.waiting.push_back(id);
+            prompt_len,
+            total: prompt_len,
+            computed: 0,
+            arrival: now,
+            state: SeqState::Waiting,
+            blocks: Vec::new(),
+            planned_in: 0,
+        };
+        let slot = match self.free_slots.pop() {
+            Some(slot) => {
+                self.slots[slot] = Some(seq);
+                slot
+            }
+            None => {
+                self.slots.push(Some(seq));
+                self.slots.len() - 1
+            }
+        };
+        self.index.insert(id, slot);
+        self.waiting.push_back(slot);
         Ok(())
     }
 
@@ -358,7 +379,8 @@ impl Scheduler {
     /// scheduled are ignored, as are unknown ids in `finished`.
     pub fn complete(&mut self, step: &Step, finished: &[SeqId]) {
         for item in &step.items {
-            let Some(s) = self.seqs.get_mut(&item.seq) else { continue };
+            let Some(&slot) = self.index.get(&item.seq) else { continue };
+            let Some(s) = self.slots[slot].as_mut() else { continue };
             let end = item.start.saturating_add(item.len);
             let stale = s.state != SeqState::Running
                 || s.computed != item.start
@@ -387,7 +409,7 @@ impl Scheduler {
     /// The KV blocks of sequence `id`, in position order: block `i` holds positions
     /// `i * block_size..(i + 1) * block_size` (empty while it waits). `None` for an unknown id.
     pub fn block_table(&self, id: SeqId) -> Option<&[u32]> {
-        self.seqs.get(&id).map(|s| s.blocks.as_slice())
+        self.by_id(id).map(|s| s.blocks.as_slice())
     }
 
     /// Counters: queue lengths, block usage, preemptions.
@@ -408,7 +430,7 @@ impl Scheduler {
 
     /// One sequence's bookkeeping, or `None` for an unknown id.
     pub fn seq(&self, id: SeqId) -> Option<SeqInfo> {
-        self.seqs.get(&id).map(|s| SeqInfo {
+        self.by_id(id).map(|s| SeqInfo {
             prompt_len: s.prompt_len,
             total: s.total,
             computed: s.computed,
@@ -419,12 +441,17 @@ impl Scheduler {
 
     /// Waiting sequences, front (next admitted) first.
     pub fn waiting(&self) -> impl Iterator<Item = SeqId> + '_ {
-        self.waiting.iter().copied()
+        self.waiting.iter().filter_map(|&slot| self.slots[slot].as_ref().map(|s| s.id))
     }
 
     /// Running sequences in admission order (the last is the next preemption victim).
     pub fn running(&self) -> impl Iterator<Item = SeqId> + '_ {
-        self.running.iter().copied()
+        self.running.iter().filter_map(|&slot| self.slots[slot].as_ref().map(|s| s.id))
+    }
+
+    /// A live sequence by id.
+    fn by_id(&self, id: SeqId) -> Option<&Seq> {
+        self.index.get(&id).and_then(|&slot| self.slots[slot].as_ref())
     }
 
     // ---- policies ----
@@ -436,7 +463,8 @@ impl Scheduler {
         let size = size.max(1);
         let mut plan = Plan::default();
         if self.running.is_empty() {
-            let Some(oldest) = self.waiting.front().and_then(|id| self.seqs.get(id)) else {
+            let Some(oldest) = self.waiting.front().and_then(|&slot| self.slots[slot].as_ref())
+            else {
                 return Step::default();
             };
             if let Some(delay) = delay {
@@ -527,7 +555,7 @@ impl Scheduler {
         while i < self.running.len() {
             let id = self.running[i];
             let (remaining, planned) =
-                self.seqs.get(&id).map_or((0, true), |s| (s.remaining(), self.is_planned(s)));
+                self.slots[id].as_ref().map_or((0, true), |s| (s.remaining(), self.is_planned(s)));
             let wanted = match phase {
                 Phase::Decodes => remaining == 1,
                 Phase::Prefills => remaining > 1,
@@ -572,7 +600,7 @@ impl Scheduler {
     fn decode_block_reserve(&self) -> usize {
         self.running
             .iter()
-            .filter_map(|id| self.seqs.get(id))
+            .filter_map(|&slot| self.slots[slot].as_ref())
             .filter(|s| !self.is_planned(s))
             .filter(|s| s.remaining() == 1)
             .map(|s| self.blocks_for(s.total).saturating_sub(s.blocks.len()))
@@ -583,17 +611,17 @@ impl Scheduler {
 
     /// Adds an item computing `len` tokens of running sequence `id`, after giving it the
     /// blocks they need. Returns false (and adds nothing) if `id` had to preempt itself.
-    fn schedule_item(&mut self, id: SeqId, len: usize, plan: &mut Plan) -> bool {
-        let Some(s) = self.seqs.get(&id) else { return false };
-        let (start, total) = (s.computed, s.total);
+    fn schedule_item(&mut self, id: Slot, len: usize, plan: &mut Plan) -> bool {
+        let Some(s) = self.slots[id].as_ref() else { return false };
+        let (start, total, seq) = (s.computed, s.total, s.id);
         let end = start + len;
         if !self.grow(id, end, plan) {
             return false;
         }
-        if let Some(s) = self.seqs.get_mut(&id) {
+        if let Some(s) = self.slots[id].as_mut() {
             s.planned_in = self.step_counter;
         }
-        plan.items.push(StepItem { seq: id, start, len, samples: end == total });
+        plan.items.push(StepItem { seq, start, len, samples: end == total });
         plan.tokens += len;
         true
     }
@@ -605,10 +633,10 @@ impl Scheduler {
 
     /// Extends `id`'s block table to cover `tokens` positions. While no block is free,
     /// preempts the most recently admitted running sequence; returns false if that was `id`.
-    fn grow(&mut self, id: SeqId, tokens: usize, plan: &mut Plan) -> bool {
+    fn grow(&mut self, id: Slot, tokens: usize, plan: &mut Plan) -> bool {
         let need = self.blocks_for(tokens);
         loop {
-            let Some(s) = self.seqs.get_mut(&id) else { return false };
+            let Some(s) = self.slots[id].as_mut() else { return false };
             if s.blocks.len() >= need {
                 return true;
             }
@@ -629,11 +657,12 @@ impl Scheduler {
     /// of the waiting queue (regardless of the queue limit).
     fn preempt_last(&mut self, plan: &mut Plan) {
         let Some(victim) = self.running.pop() else { return };
-        if let Some(pos) = plan.items.iter().position(|i| i.seq == victim) {
+        let Some(victim_id) = self.slots[victim].as_ref().map(|s| s.id) else { return };
+        if let Some(pos) = plan.items.iter().position(|i| i.seq == victim_id) {
             let item = plan.items.remove(pos);
             plan.tokens -= item.len;
         }
-        if let Some(s) = self.seqs.get_mut(&victim) {
+        if let Some(s) = self.slots[victim].as_mut() {
             for b in s.blocks.drain(..) {
                 self.blocks.free(b);
             }
@@ -642,14 +671,14 @@ impl Scheduler {
             s.planned_in = 0;
         }
         self.waiting.push_front(victim);
-        plan.preempted.push(victim);
+        plan.preempted.push(victim_id);
         self.preemptions_total += 1;
     }
 
     /// Moves the front of the waiting queue to the end of the running set.
     fn admit_front(&mut self) {
         let Some(id) = self.waiting.pop_front() else { return };
-        if let Some(s) = self.seqs.get_mut(&id) {
+        if let Some(s) = self.slots[id].as_mut() {
             debug_assert!(s.blocks.is_empty() && s.computed == 0);
             s.state = SeqState::Running;
             self.running.push(id);
@@ -658,11 +687,13 @@ impl Scheduler {
 
     /// Forgets sequence `id` wherever it is and frees its blocks.
     fn remove(&mut self, id: SeqId) -> bool {
-        let Some(mut s) = self.seqs.remove(&id) else { return false };
+        let Some(slot) = self.index.remove(&id) else { return false };
+        let Some(mut s) = self.slots[slot].take() else { return false };
         match s.state {
-            SeqState::Waiting => self.waiting.retain(|&w| w != id),
-            SeqState::Running => self.running.retain(|&r| r != id),
+            SeqState::Waiting => self.waiting.retain(|&w| w != slot),
+            SeqState::Running => self.running.retain(|&r| r != slot),
         }
+        self.free_slots.push(slot);
         for b in s.blocks.drain(..) {
             self.blocks.free(b);
         }
@@ -673,12 +704,12 @@ impl Scheduler {
         tokens.div_ceil(self.cfg.block_size)
     }
 
-    fn total(&self, id: SeqId) -> usize {
-        self.seqs.get(&id).map_or(0, |s| s.total)
+    fn total(&self, slot: Slot) -> usize {
+        self.slots[slot].as_ref().map_or(0, |s| s.total)
     }
 
-    fn remaining(&self, id: SeqId) -> usize {
-        self.seqs.get(&id).map_or(0, Seq::remaining)
+    fn remaining(&self, slot: Slot) -> usize {
+        self.slots[slot].as_ref().map_or(0, Seq::remaining)
     }
 }
 
