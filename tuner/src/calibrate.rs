@@ -186,6 +186,8 @@ struct Plan {
     engine_cases: Vec<(usize, usize)>,
     /// Rounds over the engine cases; each shape keeps its best round.
     engine_rounds: usize,
+    /// Rounds over the engine cases for each weight format other than f32.
+    format_rounds: usize,
     decode_steps: usize,
 }
 
@@ -202,6 +204,7 @@ impl Plan {
                 budget: Duration::from_millis(20),
                 engine_cases: vec![(1, 16), (4, 8)],
                 engine_rounds: 1,
+                format_rounds: 1,
                 decode_steps: 3,
             }
         } else {
@@ -215,6 +218,7 @@ impl Plan {
                 budget: Duration::from_millis(600),
                 engine_cases: vec![(1, 128), (1, 512), (4, 256), (8, 64), (16, 128)],
                 engine_rounds: 3,
+                format_rounds: 2,
                 decode_steps: 8,
             }
         }
@@ -393,13 +397,6 @@ pub fn calibrate_cpu(opts: &CalibrateOptions) -> Result<Calibrated, CalibrateErr
             p.efficiency /= fit.scales[bin_of(p.size)];
         }
     }
-    let rescale = normalize(&mut profile);
-    if rescale > 1.0 {
-        log(&format!(
-            "ops ran up to {rescale:.2}× faster than the probes' roofline: peak and bandwidth \
-             scaled up by {rescale:.2} and every efficiency down by it (predictions unchanged)"
-        ));
-    }
     let correction: Vec<(f64, f64)> = std::iter::once(1.0)
         .chain(bin_edges())
         .zip(fit.scales)
@@ -409,7 +406,7 @@ pub fn calibrate_cpu(opts: &CalibrateOptions) -> Result<Calibrated, CalibrateErr
     profile.calibration.step_overhead_us = step_us;
     profile.calibration.sample_overhead_us = sample_us;
     let sm = StepModel::new(&profile, &model, &config);
-    let fit = steps
+    let mut fit: Vec<FitRow> = steps
         .iter()
         .zip(&kernel_only)
         .map(|(s, k)| FitRow {
@@ -419,6 +416,75 @@ pub fn calibrate_cpu(opts: &CalibrateOptions) -> Result<Calibrated, CalibrateErr
             kernel_only_ms: k * 1e3,
         })
         .collect();
+
+    // 4. The other weight formats: the same engine steps with each format's weights scale
+    //    its linear curve per row bin (the overheads stay the f32 fit's: they do not depend
+    //    on the weights).
+    for format in formats.into_iter().filter(|f| *f != config.weight_format()) {
+        let mut fconfig = config.clone();
+        // int4 as the tuner most often picks it (group 128), where the model's widths allow.
+        let widths = [model.hidden, model.expert_width, model.q_dim()];
+        let format = match format {
+            WeightFormat::Int4 { .. } => WeightFormat::Int4 {
+                group: [128, 64, 32]
+                    .into_iter()
+                    .find(|g| widths.iter().all(|w| w % g == 0))
+                    .unwrap_or(32),
+            },
+            other => other,
+        };
+        fconfig.set_weight_format(format);
+        log(&format!("loading {} at {} for its engine steps", model.name, format.label()));
+        let loaded = Arc::new(Model::load(&model, &RandomWeights { seed: config.seed }, &fconfig)?);
+        if let Some(&(batch, prompt)) = plan.engine_cases.first() {
+            measure_engine(&loaded, &fconfig, batch, prompt, plan.decode_steps)?;
+        }
+        let mut fsteps: Vec<MeasuredStep> = Vec::new();
+        for _ in 0..plan.format_rounds {
+            for &(batch, prompt) in &plan.engine_cases {
+                for m in measure_engine(&loaded, &fconfig, batch, prompt, plan.decode_steps)? {
+                    match fsteps.iter_mut().find(|s| s.label == m.label) {
+                        Some(s) => s.seconds = s.seconds.min(m.seconds),
+                        None => fsteps.push(m),
+                    }
+                }
+            }
+        }
+        let before: Vec<f64> = fsteps
+            .iter()
+            .map(|s| StepModel::new(&profile, &model, &fconfig).seconds(&s.shape))
+            .collect();
+        let scales = fit_scales(&profile, &model, &fconfig, &fsteps);
+        let class = OpClass::linear(fconfig.weight_format());
+        if let Some(curve) = profile.calibration.efficiency.get_mut(&class) {
+            for p in &mut curve.points {
+                p.efficiency /= scales[bin_of(p.size)];
+            }
+        }
+        log(&format!(
+            "  {} linear factors per row bin: {}",
+            format.label(),
+            scales.iter().map(|a| format!("{:.2}", 1.0 / a)).collect::<Vec<_>>().join(" ")
+        ));
+        let sm = StepModel::new(&profile, &model, &fconfig);
+        fit.extend(fsteps.iter().zip(&before).map(|(s, k)| FitRow {
+            shape: format!("{} {}", format.label(), s.label),
+            measured_ms: s.seconds * 1e3,
+            predicted_ms: sm.seconds(&s.shape) * 1e3,
+            kernel_only_ms: k * 1e3,
+        }));
+    }
+    let rescale = normalize(&mut profile);
+    if rescale > 1.0 {
+        log(&format!(
+            "ops ran up to {rescale:.2}× faster than the probes' roofline: peak and bandwidth \
+             scaled up by {rescale:.2} and every efficiency down by it (predictions unchanged)"
+        ));
+        let sm = StepModel::new(&profile, &model, &config);
+        for p in &mut points {
+            p.bound_s = bound_of(&sm, &config, p);
+        }
+    }
     profile.validate("calibrated cpu profile")?;
     Ok(Calibrated {
         profile,
@@ -960,6 +1026,41 @@ fn fit_steps(
     let mut scales = [1.0; BINS];
     scales.copy_from_slice(&x[..BINS]);
     StepFit { scales, step_us: x[BINS] * 1e6, sample_us: x[BINS + 1] * 1e6 }
+}
+
+/// Fits only the per-bin factors on the linear ops of `config`'s format, the overheads held
+/// at the profile's: `measured − other − s − n·c ≈ Σ_b a_b·linear_b`, relative errors, every
+/// `a_b > 0` (a bin without data, or whose fit is not positive, keeps 1).
+fn fit_scales(
+    profile: &HardwareProfile,
+    model: &ModelConfig,
+    config: &EngineConfig,
+    steps: &[MeasuredStep],
+) -> [f64; BINS] {
+    const N: usize = BINS + 2;
+    let c = &profile.calibration;
+    let parts = split_linear(profile, model, config, steps);
+    let rows: Vec<([f64; N], f64, f64)> = steps
+        .iter()
+        .zip(&parts)
+        .map(|(s, (linear, other))| {
+            let mut a = [0.0; N];
+            a[..BINS].copy_from_slice(linear);
+            let fixed =
+                c.step_overhead_us * 1e-6 + s.shape.samples as f64 * c.sample_overhead_us * 1e-6;
+            (a, s.seconds - other - fixed, 1.0 / s.seconds)
+        })
+        .collect();
+    let cols: Vec<usize> = (0..BINS).filter(|&j| rows.iter().any(|r| r.0[j] > 0.0)).collect();
+    let mut scales = [1.0; BINS];
+    if let Some(sol) = weighted_least_squares(&rows, &cols) {
+        for (&j, v) in cols.iter().zip(&sol) {
+            if *v > 0.0 {
+                scales[j] = *v;
+            }
+        }
+    }
+    scales
 }
 
 /// Solves the weighted normal equations of `y ≈ Σ_j a_j x_j` over columns `cols`; a scale
