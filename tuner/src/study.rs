@@ -117,6 +117,118 @@ pub struct TrialRow {
     pub error: Option<String>,
     /// Whether this is the baseline (the base config).
     pub baseline: bool,
+    /// The simulator's prediction for this trial, when it was queued with one (a measured
+    /// trial of a simulate-then-measure study, or one still waiting to be measured).
+    pub predicted: Option<TrialMetrics>,
+}
+
+/// Relative errors (predicted − measured) ÷ measured of the headline figures, as
+/// [`TrialMetrics::errors_against`] gives them (NaN where the measurement is 0).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct FigureErrors {
+    /// Request throughput.
+    pub throughput: f64,
+    /// Median time to first token.
+    pub ttft_p50: f64,
+    /// p99 time to first token.
+    pub ttft_p99: f64,
+    /// Median time per output token.
+    pub tpot_p50: f64,
+    /// p99 time per output token.
+    pub tpot_p99: f64,
+}
+
+impl FigureErrors {
+    /// The errors of `predicted` against `measured`.
+    pub fn of(predicted: &TrialMetrics, measured: &TrialMetrics) -> Self {
+        let e = predicted.errors_against(measured);
+        Self {
+            throughput: e[0].1,
+            ttft_p50: e[1].1,
+            ttft_p99: e[2].1,
+            tpot_p50: e[3].1,
+            tpot_p99: e[4].1,
+        }
+    }
+
+    /// The figures with their names, in the order of [`TrialMetrics::errors_against`].
+    pub fn named(&self) -> [(&'static str, f64); 5] {
+        [
+            ("throughput", self.throughput),
+            ("ttft_p50", self.ttft_p50),
+            ("ttft_p99", self.ttft_p99),
+            ("tpot_p50", self.tpot_p50),
+            ("tpot_p99", self.tpot_p99),
+        ]
+    }
+}
+
+/// One measured trial that was queued with a prediction: both side by side.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PredictionRow {
+    /// Trial number.
+    pub number: i64,
+    /// Whether it is the baseline.
+    pub baseline: bool,
+    /// The predicted score (the study's goal).
+    pub predicted_score: f64,
+    /// The measured score.
+    pub measured_score: f64,
+    /// Relative errors of the headline figures.
+    pub errors: FigureErrors,
+}
+
+/// How far the simulator's predictions were from the measurements of the same points.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PredictionReport {
+    /// Every measured trial that carries a prediction, in number order.
+    pub rows: Vec<PredictionRow>,
+    /// Mean |relative error| per figure over the rows (NaN errors left out; NaN when none is
+    /// left).
+    pub mean_abs: FigureErrors,
+}
+
+impl PredictionReport {
+    /// The side-by-side rows of `trials` (measured ones that carry a prediction) and their
+    /// mean absolute errors; `None` when no trial has both.
+    pub fn from_trials(trials: &[Trial], goal: Goal) -> Option<Self> {
+        let rows: Vec<PredictionRow> = trials
+            .iter()
+            .filter(|t| t.status == TrialStatus::Completed)
+            .filter_map(|t| {
+                let measured: TrialMetrics = serde_json::from_value(t.measured.clone()?).ok()?;
+                let predicted = trial_prediction(t)?;
+                let baseline = t
+                    .params
+                    .clone()
+                    .and_then(|p| serde_json::from_value::<TrialParams>(p).ok())
+                    .is_some_and(|p| p.baseline);
+                Some(PredictionRow {
+                    number: t.number,
+                    baseline,
+                    predicted_score: predicted.score(goal),
+                    measured_score: measured.score(goal),
+                    errors: FigureErrors::of(&predicted, &measured),
+                })
+            })
+            .collect();
+        if rows.is_empty() {
+            return None;
+        }
+        let mean = |f: fn(&FigureErrors) -> f64| {
+            let v: Vec<f64> =
+                rows.iter().map(|r| f(&r.errors).abs()).filter(|e| e.is_finite()).collect();
+            if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 }
+        };
+        let mean_abs = FigureErrors {
+            throughput: mean(|e| e.throughput),
+            ttft_p50: mean(|e| e.ttft_p50),
+            ttft_p99: mean(|e| e.ttft_p99),
+            tpot_p50: mean(|e| e.tpot_p50),
+            tpot_p99: mean(|e| e.tpot_p99),
+        };
+        Some(Self { rows, mean_abs })
+    }
 }
 
 /// What a study found so far.
@@ -149,6 +261,9 @@ pub struct StudyReport {
     pub trials_to_95: Option<usize>,
     /// Points the constraints ruled out, by reason, with one example reason each.
     pub pruned: Vec<(String, u64, String)>,
+    /// Predicted against measured, for trials queued with the simulator's prediction
+    /// (simulate-then-measure); `None` in a purely measured or purely simulated study.
+    pub predictions: Option<PredictionReport>,
 }
 
 impl StudyReport {
@@ -389,6 +504,69 @@ fn new_trial(
         config: serde_json::to_value(config).map_err(|e| e.to_string())?,
         predicted: None,
     })
+}
+
+/// A point to measure with the simulator's prediction for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PredictedPoint {
+    /// The point.
+    pub point: Point,
+    /// Whether it is the baseline's point.
+    pub baseline: bool,
+    /// The prediction.
+    pub predicted: TrialMetrics,
+}
+
+/// From a simulated study's trials: the `top` points of highest predicted score (ties in
+/// trial order), then the baseline's point when it is not among them. Each point once, at
+/// full fidelity.
+pub fn top_predicted(trials: &[Trial], goal: Goal, top: usize) -> Vec<PredictedPoint> {
+    let mut predicted: Vec<PredictedPoint> = Vec::new();
+    for t in trials.iter().filter(|t| t.status == TrialStatus::Completed) {
+        let Some(p) = t.params.clone().and_then(|p| serde_json::from_value::<TrialParams>(p).ok())
+        else {
+            continue;
+        };
+        let Some(m) = trial_metrics(t) else { continue };
+        if p.fidelity < 1.0 || p.confirm > 0 || predicted.iter().any(|q| q.point == p.point) {
+            continue;
+        }
+        predicted.push(PredictedPoint { point: p.point, baseline: p.baseline, predicted: m });
+    }
+    let mut ranked: Vec<&PredictedPoint> = predicted.iter().collect();
+    // Stable: equal scores keep trial order.
+    ranked.sort_by(|a, b| b.predicted.score(goal).total_cmp(&a.predicted.score(goal)));
+    let mut out: Vec<PredictedPoint> = ranked.into_iter().take(top).cloned().collect();
+    if let Some(b) = predicted.iter().find(|p| p.baseline)
+        && !out.iter().any(|p| p.point == b.point)
+    {
+        out.push(b.clone());
+    }
+    out
+}
+
+/// Queues `points` in `study` at full fidelity, each with its prediction attached (stored in
+/// the trial's `predicted` column, kept when the measurement arrives), baselines first.
+/// Points already queued or run are left alone. Returns how many were newly queued.
+pub async fn enqueue_predicted(
+    store: &Store,
+    study: &Study,
+    settings: &StudySettings,
+    model: &ModelConfig,
+    points: &[PredictedPoint],
+) -> Result<usize, StudyError> {
+    let mut queued = 0;
+    let ordered = points.iter().filter(|p| p.baseline).chain(points.iter().filter(|p| !p.baseline));
+    for p in ordered {
+        let mut t =
+            new_trial(settings, model, &p.point, 1.0, p.baseline, 0).map_err(StudyError::Invalid)?;
+        t.predicted =
+            Some(serde_json::to_value(&p.predicted).map_err(|e| StudyError::Invalid(e.to_string()))?);
+        if store.enqueue_trial(study.id, &t).await?.is_some() {
+            queued += 1;
+        }
+    }
+    Ok(queued)
 }
 
 /// What one worker did.
@@ -761,6 +939,13 @@ pub fn report(study: &Study, settings: &StudySettings, trials: &[Trial]) -> Stud
                 metrics,
                 error: t.error.clone(),
                 baseline: params.as_ref().is_some_and(|p| p.baseline),
+                // A simulated study's own trials hold their prediction as their metrics; a
+                // prediction is shown beside a measurement (or one still to come).
+                predicted: t
+                    .predicted
+                    .clone()
+                    .filter(|_| t.measured.is_some() || t.status != TrialStatus::Completed)
+                    .and_then(|m| serde_json::from_value(m).ok()),
             }
         })
         .collect();
@@ -811,5 +996,6 @@ pub fn report(study: &Study, settings: &StudySettings, trials: &[Trial]) -> Stud
         frontier,
         trials_to_95,
         pruned,
+        predictions: PredictionReport::from_trials(trials, goal),
     }
 }
