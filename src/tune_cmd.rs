@@ -483,7 +483,7 @@ async fn simulated_phase(
     let started = Instant::now();
     let goal = settings.goal;
     let summary =
-        study::run_worker(store, &sim_row, &sim_settings, &feasible, &evaluator, &opts, |p| {
+        study::run_local(store, &sim_row, &sim_settings, &feasible, &evaluator, &opts, |p| {
             if let Progress::Finished { done, best, .. } = p
                 && (done % SIM_PROGRESS_EVERY == 0 || done == budget)
             {

@@ -464,22 +464,24 @@ pub async fn open(
 }
 
 fn observations(trials: &[Trial], goal: Goal) -> Vec<Observation> {
-    trials
-        .iter()
-        .filter(|t| t.status != TrialStatus::Infeasible)
-        .filter_map(|t| {
-            let p: TrialParams = serde_json::from_value(t.params.clone()?).ok()?;
-            let outcome = match t.status {
-                TrialStatus::Pending | TrialStatus::Running => Outcome::Pending,
-                TrialStatus::Completed => match trial_metrics(t) {
-                    Some(m) => Outcome::Value(m.score(goal)),
-                    None => Outcome::Failed,
-                },
-                _ => Outcome::Failed,
-            };
-            Some(Observation { point: p.point, fidelity: p.fidelity, outcome })
-        })
-        .collect()
+    trials.iter().filter_map(|t| observation(t, goal)).collect()
+}
+
+/// What a strategy sees of one trial; `None` for infeasible trials and foreign ones.
+fn observation(t: &Trial, goal: Goal) -> Option<Observation> {
+    if t.status == TrialStatus::Infeasible {
+        return None;
+    }
+    let p: TrialParams = serde_json::from_value(t.params.clone()?).ok()?;
+    let outcome = match t.status {
+        TrialStatus::Pending | TrialStatus::Running => Outcome::Pending,
+        TrialStatus::Completed => match trial_metrics(t) {
+            Some(m) => Outcome::Value(m.score(goal)),
+            None => Outcome::Failed,
+        },
+        _ => Outcome::Failed,
+    };
+    Some(Observation { point: p.point, fidelity: p.fidelity, outcome })
 }
 
 fn new_trial(
@@ -517,8 +519,8 @@ pub struct PredictedPoint {
     pub predicted: TrialMetrics,
 }
 
-/// From a simulated study's trials: the `top` points of highest predicted score (ties in
-/// trial order), then the baseline's point when it is not among them. Each point once, at
+/// From a simulated study's trials: the `top` points of highest predicted score (ties to the
+/// lower p99 TTFT, then p99 TPOT, then trial order), then the baseline's point when it is not among them. Each point once, at
 /// full fidelity.
 pub fn top_predicted(trials: &[Trial], goal: Goal, top: usize) -> Vec<PredictedPoint> {
     let mut predicted: Vec<PredictedPoint> = Vec::new();
@@ -534,8 +536,15 @@ pub fn top_predicted(trials: &[Trial], goal: Goal, top: usize) -> Vec<PredictedP
         predicted.push(PredictedPoint { point: p.point, baseline: p.baseline, predicted: m });
     }
     let mut ranked: Vec<&PredictedPoint> = predicted.iter().collect();
-    // Stable: equal scores keep trial order.
-    ranked.sort_by(|a, b| b.predicted.score(goal).total_cmp(&a.predicted.score(goal)));
+    // Equal scores (a fixed rate that several points meet) go to the lower p99 TTFT, then
+    // the lower p99 TPOT; stable, so full ties keep trial order.
+    ranked.sort_by(|a, b| {
+        let (a, b) = (&a.predicted, &b.predicted);
+        b.score(goal)
+            .total_cmp(&a.score(goal))
+            .then(a.ttft_p99_ms.total_cmp(&b.ttft_p99_ms))
+            .then(a.tpot_p99_ms.total_cmp(&b.tpot_p99_ms))
+    });
     let mut out: Vec<PredictedPoint> = ranked.into_iter().take(top).cloned().collect();
     if let Some(b) = predicted.iter().find(|p| p.baseline)
         && !out.iter().any(|p| p.point == b.point)
@@ -644,10 +653,15 @@ fn best_full_score(trials: &[Trial], goal: Goal) -> Option<f64> {
 /// Whether the last `patience` finished full-fidelity trials all failed to beat the best
 /// before them by more than 1%.
 fn stalled(trials: &[Trial], goal: Goal, patience: usize) -> bool {
+    patience > 0 && stalled_in(&observations(trials, goal), patience)
+}
+
+/// [`stalled`] over observations.
+fn stalled_in(observed: &[Observation], patience: usize) -> bool {
     if patience == 0 {
         return false;
     }
-    let values: Vec<f64> = observations(trials, goal)
+    let values: Vec<f64> = observed
         .iter()
         .filter(|o| o.fidelity >= 1.0)
         .filter_map(|o| match o.outcome {
@@ -802,6 +816,51 @@ async fn claim_and_measure<E: Evaluator>(
     let Some(trial) = store.claim_trial(study.id, &opts.worker).await? else {
         return Ok(false);
     };
+    let history = store.trials(study.id).await?;
+    let result = evaluate_claimed(
+        store,
+        feasible,
+        evaluator,
+        &opts.worker,
+        &trial,
+        rate_hint(&history, settings.goal),
+        progress,
+    )
+    .await?
+    .0;
+    let history = store.trials(study.id).await?;
+    let done = history.iter().filter(|t| t.status != TrialStatus::Infeasible).count();
+    progress(Progress::Finished {
+        number: trial.number,
+        result: &result,
+        best: best_full_score(&history, settings.goal),
+        done,
+    });
+    Ok(true)
+}
+
+/// The rate of the best completed trial: where a rate search starts.
+fn rate_hint(history: &[Trial], goal: Goal) -> Option<f64> {
+    history
+        .iter()
+        .filter(|t| t.status == TrialStatus::Completed)
+        .filter_map(trial_metrics)
+        .max_by(|a, b| a.score(goal).total_cmp(&b.score(goal)))
+        .map(|m| m.rate)
+}
+
+/// Evaluates a trial this worker claimed and commits how it went; returns the result and
+/// the outcome stored.
+#[allow(clippy::too_many_arguments)]
+async fn evaluate_claimed<E: Evaluator>(
+    store: &Store,
+    feasible: &Feasibility<'_>,
+    evaluator: &E,
+    worker: &str,
+    trial: &Trial,
+    hint: Option<f64>,
+    progress: &mut impl FnMut(Progress<'_>),
+) -> Result<(Result<TrialMetrics, String>, TrialOutcome), StudyError> {
     let params: TrialParams = trial
         .params
         .clone()
@@ -814,14 +873,7 @@ async fn claim_and_measure<E: Evaluator>(
         knobs: &params.knobs,
         fidelity: params.fidelity,
     });
-    let history = store.trials(study.id).await?;
     // A rate search starts from the rate of the best trial so far.
-    let hint = history
-        .iter()
-        .filter(|t| t.status == TrialStatus::Completed)
-        .filter_map(trial_metrics)
-        .max_by(|a, b| a.score(settings.goal).total_cmp(&b.score(settings.goal)))
-        .map(|m| m.rate);
     let mut result = evaluator.evaluate(&config, params.fidelity, hint).await;
     if let Ok(m) = &mut result {
         m.kl = match feasible.kl.get(&config.weight_format().label()) {
@@ -852,16 +904,163 @@ async fn claim_and_measure<E: Evaluator>(
             run: None,
         },
     };
-    store.finish_claimed_trial(trial.id, &opts.worker, &outcome).await?;
-    let history = store.trials(study.id).await?;
-    let done = history.iter().filter(|t| t.status != TrialStatus::Infeasible).count();
-    progress(Progress::Finished {
-        number: trial.number,
-        result: &result,
-        best: best_full_score(&history, settings.goal),
-        done,
-    });
-    Ok(true)
+    store.finish_claimed_trial(trial.id, worker, &outcome).await?;
+    Ok((result, outcome))
+}
+
+/// [`run_worker`] for quick evaluators (the simulator), where reading the study back from
+/// the store before each trial would cost more than the trial: the history is read once
+/// (and again only when another worker got in the way) and kept in memory as trials
+/// finish. Pending trials (a requeued or joined study) are measured first; no confirmation
+/// round.
+pub async fn run_local<E: Evaluator>(
+    store: &Store,
+    study: &Study,
+    settings: &StudySettings,
+    feasible: &Feasibility<'_>,
+    evaluator: &E,
+    opts: &WorkerOptions,
+    mut progress: impl FnMut(Progress<'_>),
+) -> Result<WorkerSummary, StudyError> {
+    let started = Instant::now();
+    let mut summary = WorkerSummary::default();
+    let dead: Vec<String> = store
+        .running_trials(study.id)
+        .await?
+        .into_iter()
+        .filter_map(|t| t.worker)
+        .filter(|w| is_dead_local_worker(w))
+        .collect();
+    if !dead.is_empty() {
+        summary.requeued = store.requeue_trials(study.id, &dead).await?;
+    }
+    if let Some(point) = settings.space.point_of(&settings.base)
+        && feasible.check(&point).is_ok()
+    {
+        let t = new_trial(settings, feasible.model, &point, 1.0, true, 0)
+            .map_err(StudyError::Invalid)?;
+        store.enqueue_trial(study.id, &t).await?;
+    }
+    let strategy = strategy::build(settings.strategy);
+    let space = settings.space.strategy_space();
+    let is_feasible = |p: &[usize]| feasible.check(p).is_ok();
+    let mut history = store.trials(study.id).await?;
+    // The observations of `history`, kept in step with it: (trial id, observation).
+    let observe = |history: &[Trial]| -> Vec<(i64, Observation)> {
+        history.iter().filter_map(|t| Some((t.id, observation(t, settings.goal)?))).collect()
+    };
+    let mut observed = observe(&history);
+    let mut best = best_full_score(&history, settings.goal);
+    let mut hint = rate_hint(&history, settings.goal);
+    loop {
+        if let Some(trial) = store.claim_trial(study.id, &opts.worker).await? {
+            let (result, outcome) = evaluate_claimed(
+                store,
+                feasible,
+                evaluator,
+                &opts.worker,
+                &trial,
+                hint,
+                &mut progress,
+            )
+            .await?;
+            summary.measured += 1;
+            let finished = Trial {
+                status: outcome.status,
+                measured: outcome.measured.or(trial.measured.clone()),
+                predicted: outcome.predicted.or(trial.predicted.clone()),
+                error: outcome.error,
+                ..trial.clone()
+            };
+            let seen = observation(&finished, settings.goal);
+            match (observed.iter_mut().find(|(id, _)| *id == finished.id), seen) {
+                (Some(o), Some(seen)) => o.1 = seen,
+                (None, Some(seen)) => observed.push((finished.id, seen)),
+                (_, None) => observed.retain(|(id, _)| *id != finished.id),
+            }
+            match history.iter_mut().find(|t| t.id == finished.id) {
+                Some(t) => *t = finished,
+                None => history.push(finished),
+            }
+            if let Ok(m) = &result {
+                let full = trial
+                    .params
+                    .clone()
+                    .and_then(|p| serde_json::from_value::<TrialParams>(p).ok())
+                    .is_some_and(|p| p.fidelity >= 1.0);
+                let score = m.score(settings.goal);
+                if full && best.is_none_or(|b| score > b) {
+                    best = Some(score);
+                    hint = Some(m.rate);
+                }
+            }
+            let done = history.iter().filter(|t| t.status != TrialStatus::Infeasible).count();
+            progress(Progress::Finished { number: trial.number, result: &result, best, done });
+            continue;
+        }
+        if opts.time_budget.is_some_and(|b| started.elapsed() >= b) {
+            summary.stop = StopReason::Time;
+            break;
+        }
+        let counted = history.iter().filter(|t| t.status != TrialStatus::Infeasible).count();
+        // Trials another worker holds (or queued trials it claimed first).
+        let busy = history
+            .iter()
+            .any(|t| matches!(t.status, TrialStatus::Running | TrialStatus::Pending));
+        let seen: Vec<Observation> = observed.iter().map(|(_, o)| o.clone()).collect();
+        if stalled_in(&seen, opts.patience) {
+            summary.stop = StopReason::Stalled;
+            break;
+        }
+        let proposal = if counted >= settings.budget {
+            None
+        } else {
+            let ctx = Context {
+                space: &space,
+                feasible: &is_feasible,
+                budget: settings.budget,
+                seed: settings.seed,
+            };
+            Some(strategy.propose(&ctx, &seen))
+        };
+        let reread = match proposal {
+            Some(Proposal::Run { point, fidelity }) => {
+                let t = new_trial(settings, feasible.model, &point, fidelity, false, 0)
+                    .map_err(StudyError::Invalid)?;
+                match store.enqueue_trial(study.id, &t).await? {
+                    // Claimed (by this worker or another) at the top of the loop.
+                    Some(queued) => {
+                        if let Some(o) = observation(&queued, settings.goal) {
+                            observed.push((queued.id, o));
+                        }
+                        history.push(queued);
+                        false
+                    }
+                    // Another worker queued it first: catch up with the store.
+                    None => true,
+                }
+            }
+            Some(Proposal::Wait) | None if busy => {
+                tokio::time::sleep(opts.poll).await;
+                true
+            }
+            Some(Proposal::Exhausted | Proposal::Wait) => {
+                summary.stop = StopReason::Exhausted;
+                break;
+            }
+            None => {
+                summary.stop = StopReason::Budget;
+                break;
+            }
+        };
+        if reread {
+            history = store.trials(study.id).await?;
+            observed = observe(&history);
+            best = best_full_score(&history, settings.goal);
+            hint = rate_hint(&history, settings.goal);
+        }
+    }
+    Ok(summary)
 }
 
 /// Every full-fidelity measurement of one point.
