@@ -370,7 +370,15 @@ fn run_measured_tune(args: TuneArgs, model: ModelConfig, workload: Workload) -> 
         let name = study_name(&args, &settings);
         if args.measure_top == 0 {
             return search(
-                &store, &args, &name, &model, &settings, kl, &evaluator, args.confirm, emitted,
+                &store,
+                &args,
+                &name,
+                &model,
+                &settings,
+                kl,
+                &evaluator,
+                args.confirm,
+                emitted,
                 &[],
             )
             .await;
@@ -504,10 +512,8 @@ async fn simulated_phase(
     }) {
         study::finish(store, &sim_row).await?;
     }
-    let predicted = trials
-        .iter()
-        .filter(|t| t.status == dyno_results::store::TrialStatus::Completed)
-        .count();
+    let predicted =
+        trials.iter().filter(|t| t.status == dyno_results::store::TrialStatus::Completed).count();
     eprintln!(
         "simulated phase: {predicted} points predicted ({} here) in {:.1} s; top {} by predicted {goal}:",
         summary.measured,
@@ -516,7 +522,9 @@ async fn simulated_phase(
     );
     let top = study::top_predicted(&trials, goal, args.measure_top);
     if top.is_empty() {
-        bail!("study `{sim_name}`: the simulator predicted no point, so there is nothing to measure");
+        bail!(
+            "study `{sim_name}`: the simulator predicted no point, so there is nothing to measure"
+        );
     }
     for p in &top {
         let knobs: Vec<String> = settings
@@ -936,10 +944,8 @@ fn render_predictions(p: &dyno_tuner::study::PredictionReport, goal: Goal) -> St
     use std::fmt::Write as _;
     let pct = |e: f64| if e.is_finite() { format!("{:+.1}%", e * 100.0) } else { "-".into() };
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "predicted vs measured (relative error = (predicted − measured) ÷ measured):"
-    );
+    let _ =
+        writeln!(s, "predicted vs measured (relative error = (predicted − measured) ÷ measured):");
     let _ = writeln!(
         s,
         "{:>4} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9}",
@@ -968,19 +974,14 @@ fn render_predictions(p: &dyno_tuner::study::PredictionReport, goal: Goal) -> St
             e[4]
         );
     }
-    let m = p.mean_abs.named().map(|(_, v)| {
-        if v.is_finite() { format!("{:.1}%", v * 100.0) } else { "-".into() }
-    });
+    let m = p
+        .mean_abs
+        .named()
+        .map(|(_, v)| if v.is_finite() { format!("{:.1}%", v * 100.0) } else { "-".into() });
     let _ = writeln!(
         s,
         "{:>4} {:>21} {:>10} {:>9} {:>9} {:>9} {:>9}",
-        "mean",
-        "|error|",
-        m[0],
-        m[1],
-        m[2],
-        m[3],
-        m[4]
+        "mean", "|error|", m[0], m[1], m[2], m[3], m[4]
     );
     s
 }

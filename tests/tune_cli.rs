@@ -118,18 +118,28 @@ fn a_study_emits_a_config_serve_accepts_and_shows_its_trials() {
 #[test]
 fn measure_top_simulates_the_space_then_measures_the_top_points_beside_their_predictions() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let args = ["tune", "--measure-top", "2", "--study", "h", "--confirm", "0", "--out", "best.yaml"];
+    let args =
+        ["tune", "--measure-top", "2", "--study", "h", "--confirm", "0", "--out", "best.yaml"];
     let out = tune(env!("CARGO_BIN_EXE_dyno"), dir.path(), &args);
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     // No calibrated profile under this test's cache directory: the template, with a warning.
-    assert!(stderr.contains("uncalibrated") && stderr.contains("dyno profile --hw cpu"), "{stderr}");
+    assert!(
+        stderr.contains("uncalibrated") && stderr.contains("dyno profile --hw cpu"),
+        "{stderr}"
+    );
     // Eight points, all feasible on one core: the grid covers them.
-    assert!(stderr.contains("study `h-sim`") && stderr.contains("8 of 8 feasible points"), "{stderr}");
+    assert!(
+        stderr.contains("study `h-sim`") && stderr.contains("8 of 8 feasible points"),
+        "{stderr}"
+    );
     assert!(stderr.contains("grid strategy"), "{stderr}");
     assert!(stderr.contains("predicted vs measured") && stderr.contains("mean"), "{stderr}");
     let yaml = std::fs::read_to_string(dir.path().join("best.yaml")).expect("best.yaml");
-    assert!(yaml.contains("chosen among the top 2 of 8 points predicted by the simulator"), "{yaml}");
+    assert!(
+        yaml.contains("chosen among the top 2 of 8 points predicted by the simulator"),
+        "{yaml}"
+    );
     assert!(yaml.contains("prediction error") && yaml.contains("throughput"), "{yaml}");
     EngineConfig::from_yaml(&yaml, "best.yaml").expect("serve's parser accepts it");
 
@@ -163,10 +173,14 @@ fn measure_top_simulates_the_space_then_measures_the_top_points_beside_their_pre
     assert!(shown.contains("pred goodput") && shown.contains("predicted vs measured"), "{shown}");
 
     // Resuming reuses the stored simulation and measures nothing again.
-    let resumed = tune(env!("CARGO_BIN_EXE_dyno"), dir.path(), &[&args[..], &["--resume"]].concat());
+    let resumed =
+        tune(env!("CARGO_BIN_EXE_dyno"), dir.path(), &[&args[..], &["--resume"]].concat());
     let stderr = text(&resumed.stderr);
     assert!(resumed.status.success(), "{stderr}");
-    assert!(stderr.contains("finished predictions reused") && stderr.contains("(0 here)"), "{stderr}");
+    assert!(
+        stderr.contains("finished predictions reused") && stderr.contains("(0 here)"),
+        "{stderr}"
+    );
     assert!(stderr.contains("after 0 trials measured here"), "{stderr}");
 }
 

@@ -567,10 +567,11 @@ pub async fn enqueue_predicted(
     let mut queued = 0;
     let ordered = points.iter().filter(|p| p.baseline).chain(points.iter().filter(|p| !p.baseline));
     for p in ordered {
-        let mut t =
-            new_trial(settings, model, &p.point, 1.0, p.baseline, 0).map_err(StudyError::Invalid)?;
-        t.predicted =
-            Some(serde_json::to_value(&p.predicted).map_err(|e| StudyError::Invalid(e.to_string()))?);
+        let mut t = new_trial(settings, model, &p.point, 1.0, p.baseline, 0)
+            .map_err(StudyError::Invalid)?;
+        t.predicted = Some(
+            serde_json::to_value(&p.predicted).map_err(|e| StudyError::Invalid(e.to_string()))?,
+        );
         if store.enqueue_trial(study.id, &t).await?.is_some() {
             queued += 1;
         }
@@ -1004,9 +1005,8 @@ pub async fn run_local<E: Evaluator>(
         }
         let counted = history.iter().filter(|t| t.status != TrialStatus::Infeasible).count();
         // Trials another worker holds (or queued trials it claimed first).
-        let busy = history
-            .iter()
-            .any(|t| matches!(t.status, TrialStatus::Running | TrialStatus::Pending));
+        let busy =
+            history.iter().any(|t| matches!(t.status, TrialStatus::Running | TrialStatus::Pending));
         let seen: Vec<Observation> = observed.iter().map(|(_, o)| o.clone()).collect();
         if stalled_in(&seen, opts.patience) {
             summary.stop = StopReason::Stalled;

@@ -409,11 +409,15 @@ async fn simulate_then_measure_keeps_predictions_beside_measurements_and_reports
     let queued =
         study::enqueue_predicted(&store, &st, &measured, &model, &top).await.expect("enqueue");
     assert_eq!(queued, 3);
-    assert_eq!(study::enqueue_predicted(&store, &st, &measured, &model, &top).await.expect("again"), 0);
+    assert_eq!(
+        study::enqueue_predicted(&store, &st, &measured, &model, &top).await.expect("again"),
+        0
+    );
     let eval = Synthetic::new(None);
-    let summary = study::run_worker(&store, &st, &measured, &feasible, &eval, &options("w"), |_| {})
-        .await
-        .expect("measure");
+    let summary =
+        study::run_worker(&store, &st, &measured, &feasible, &eval, &options("w"), |_| {})
+            .await
+            .expect("measure");
     assert_eq!((summary.measured, summary.stop), (3, study::StopReason::Budget));
     assert_eq!(eval.calls().len(), 3, "only the queued points are measured");
     let trials = store.trials(st.id).await.expect("trials");
