@@ -448,18 +448,19 @@ async fn simulated_phase(
         );
     }
     let sim_name = sim_study_name(name);
-    let probe = Feasibility::new(settings, model, kl.clone());
-    let feasible_points = probe.pruning_summary().map(|p| {
-        let pruned: u128 = p.iter().map(|(_, n, _)| u128::from(*n)).sum();
-        settings.space.size().saturating_sub(pruned)
+    // The simulated study's feasibility is the measured one's (only strategy and budget
+    // differ, and no constraint reads them): one memo serves the count and the search.
+    let feasible = Feasibility::new(settings, model, kl.clone());
+    let pruned = feasible.pruning_summary();
+    let feasible_points = pruned.as_ref().map(|p| {
+        let ruled_out: u128 = p.iter().map(|(_, n, _)| u128::from(*n)).sum();
+        settings.space.size().saturating_sub(ruled_out)
     });
     let (strategy, budget) = match feasible_points {
         Some(n) if n <= args.sim_budget as u128 => (StrategyKind::Grid, (n as usize).max(1)),
         _ => (StrategyKind::Tpe, args.sim_budget),
     };
     let sim_settings = StudySettings { strategy, budget, ..settings.clone() };
-    let feasible = Feasibility::new(&sim_settings, model, kl.clone());
-    let pruned = feasible.pruning_summary();
     let (sim_row, created) =
         study::open(store, &sim_name, &sim_settings, &pruned, args.resume || args.worker).await?;
     eprintln!(
