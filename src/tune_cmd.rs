@@ -47,10 +47,11 @@ pub struct TuneArgs {
     /// SLO bounds replacing the workload's: `ttft_p99_ms=2000,tpot_p99_ms=150[,e2el_p99_ms=..]`.
     #[arg(long, value_name = "BOUNDS")]
     pub slo: Option<String>,
-    /// Search strategy: grid, random, lhs, tpe, halving.
+    /// Search strategy: grid, random, lhs, tpe, halving (`--hw cpu`: with --measure-top 0).
     #[arg(long, default_value = "tpe")]
     pub strategy: StrategyKind,
-    /// Trials at most (the baseline trial included) [default: 40 measured, 100 simulated].
+    /// Trials at most (the baseline trial included) [default: 40 measured, 100 simulated];
+    /// `--hw cpu` with --measure-top > 0 measures the top points instead.
     #[arg(long)]
     pub budget: Option<usize>,
     /// Stop proposing after this many minutes.
@@ -93,6 +94,16 @@ pub struct TuneArgs {
     /// best is the highest mean (0: no confirmation round).
     #[arg(long, default_value_t = 3)]
     pub confirm: usize,
+    /// `--hw cpu`: simulate the space first with this machine's CPU profile (a study named
+    /// `<study>-sim`), then measure only the baseline and this many points of highest
+    /// predicted score, storing predicted and measured side by side and reporting the error
+    /// (0: no simulation; --strategy searches with measurements alone).
+    #[arg(long, default_value_t = 5)]
+    pub measure_top: usize,
+    /// `--hw cpu` with --measure-top: simulate every feasible point when there are at most
+    /// this many, else this many chosen by TPE.
+    #[arg(long, default_value_t = 2000)]
+    pub sim_budget: usize,
     /// Skip the kernel level (no kernel tiles tuned before the system trials).
     #[arg(long)]
     pub no_kernels: bool,
@@ -201,6 +212,9 @@ pub fn run_tune(args: TuneArgs) -> Result<()> {
     {
         bail!("--rate {r}: must be a positive number of requests per second");
     }
+    if args.sim_budget == 0 {
+        bail!("--sim-budget 0: the simulated phase needs at least one trial");
+    }
     if !(args.max_kl.is_finite() && args.max_kl >= 0.0) {
         bail!("--max-kl {}: must be ≥ 0", args.max_kl);
     }
@@ -232,8 +246,9 @@ fn max_prompt(workload: &Workload, requests: usize) -> Result<usize> {
 async fn existing_settings(
     store: &dyno_results::store::Store,
     args: &TuneArgs,
+    name: Option<&str>,
 ) -> Result<Option<StudySettings>> {
-    match &args.study {
+    match name {
         Some(name) if args.resume || args.worker => match store.study_by_name(name).await? {
             Some(st) => Ok(Some(
                 serde_json::from_value(st.settings)
@@ -285,7 +300,12 @@ fn run_measured_tune(args: TuneArgs, model: ModelConfig, workload: Workload) -> 
         );
         // A study being continued or joined keeps the base config and limits it was created
         // with (its tuned kernel tiles included): every worker measures the same candidates.
-        let existing = existing_settings(&store, &args).await?;
+        let mut existing = existing_settings(&store, &args, args.study.as_deref()).await?;
+        if existing.is_none() && args.measure_top > 0 {
+            // Stopped during the simulated phase: its study holds the base config and limits.
+            let sim = args.study.as_deref().map(sim_study_name);
+            existing = existing_settings(&store, &args, sim.as_deref()).await?;
+        }
         let mut limits =
             Limits { memory_bytes: memory, cores, max_prompt_tokens: max_prompt, devices: None };
         if let Some(stored) = &existing {
@@ -339,15 +359,196 @@ fn run_measured_tune(args: TuneArgs, model: ModelConfig, workload: Workload) -> 
             trial_timeout: Duration::from_secs(1200),
             log: Some(std::sync::Arc::new(|line: &str| eprintln!("    {line}"))),
         };
-        let emitted = Provenance {
+        let mut emitted = Provenance {
             hardware: hardware_line(cores),
             version: env!("CARGO_PKG_VERSION").to_string(),
             commit: build_commit(),
             predicted_by: None,
+            screened_by: None,
             notes: Vec::new(),
         };
-        search(&store, &args, &model, &settings, kl, &evaluator, args.confirm, emitted).await
+        let name = study_name(&args, &settings);
+        if args.measure_top == 0 {
+            return search(
+                &store,
+                &args,
+                &name,
+                &model,
+                &settings,
+                kl,
+                &evaluator,
+                args.confirm,
+                emitted,
+                &[],
+            )
+            .await;
+        }
+        if args.budget.is_some() || args.strategy != StrategyKind::Tpe {
+            eprintln!(
+                "note: --budget and --strategy apply to a purely measured search (--measure-top 0); \
+                 this study measures the baseline and the top {} predicted points",
+                args.measure_top
+            );
+        }
+        let (top, screened_by) =
+            simulated_phase(&store, &args, &name, &model, &workload, &settings, &kl).await?;
+        emitted.screened_by = Some(screened_by);
+        let settings = StudySettings { budget: top.len(), ..settings };
+        eprintln!(
+            "measured phase: the baseline and the top {} predicted points ({} trials; the strategy proposes no others)",
+            args.measure_top,
+            top.len()
+        );
+        search(&store, &args, &name, &model, &settings, kl, &evaluator, args.confirm, emitted, &top)
+            .await
     })?
+}
+
+/// The name of the simulated study that screens the points of measured study `name`.
+fn sim_study_name(name: &str) -> String {
+    format!("{name}-sim")
+}
+
+/// The study's name: `--study`, or one made of the model, workload, target and the time.
+fn study_name(args: &TuneArgs, settings: &StudySettings) -> String {
+    args.study.clone().unwrap_or_else(|| {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        format!("{}-{}-{}-{secs}", settings.model, settings.workload, settings.hw)
+    })
+}
+
+/// Simulated trials between two progress lines of the simulated phase.
+const SIM_PROGRESS_EVERY: usize = 250;
+
+/// `dyno tune --hw cpu --measure-top K`, first phase: the study `<name>-sim` predicts the
+/// space (every feasible point when they number at most `--sim-budget`, else that many
+/// chosen by TPE) with the simulator and this machine's CPU profile, at the measured study's
+/// load level and workload. A stored one (--resume, --worker) is continued, so finished
+/// predictions are not made again. Returns the top K points with their predictions (and the
+/// baseline's) and, for the emitted header, how they were chosen.
+async fn simulated_phase(
+    store: &dyno_results::store::Store,
+    args: &TuneArgs,
+    name: &str,
+    model: &ModelConfig,
+    workload: &Workload,
+    settings: &StudySettings,
+    kl: &std::collections::HashMap<String, Result<f64, String>>,
+) -> Result<(Vec<study::PredictedPoint>, String)> {
+    let profile = resolve_target("cpu")?;
+    if profile.calibration.calibrated {
+        eprintln!("simulated phase: profile {} (calibrated on this machine)", profile.provenance());
+    } else {
+        eprintln!(
+            "warning: no calibrated CPU profile for this machine: predictions come from the \
+             uncalibrated template {}; run `dyno profile --hw cpu` to calibrate one",
+            profile.provenance()
+        );
+    }
+    let sim_name = sim_study_name(name);
+    // The simulated study's feasibility is the measured one's (only strategy and budget
+    // differ, and no constraint reads them): one memo serves the count and the search.
+    let feasible = Feasibility::new(settings, model, kl.clone());
+    let pruned = feasible.pruning_summary();
+    let feasible_points = pruned.as_ref().map(|p| {
+        let ruled_out: u128 = p.iter().map(|(_, n, _)| u128::from(*n)).sum();
+        settings.space.size().saturating_sub(ruled_out)
+    });
+    let (strategy, budget) = match feasible_points {
+        Some(n) if n <= args.sim_budget as u128 => (StrategyKind::Grid, (n as usize).max(1)),
+        _ => (StrategyKind::Tpe, args.sim_budget),
+    };
+    let sim_settings = StudySettings { strategy, budget, ..settings.clone() };
+    let (sim_row, created) =
+        study::open(store, &sim_name, &sim_settings, &pruned, args.resume || args.worker).await?;
+    eprintln!(
+        "study `{}` (id {}){}: simulated, {} of {} feasible points ({} strategy)",
+        sim_row.name,
+        sim_row.id,
+        if created { "" } else { ", continued (finished predictions reused)" },
+        budget,
+        feasible_points.map_or("?".into(), |n| n.to_string()),
+        strategy
+    );
+    let evaluator = SimulatedEvaluator {
+        profile: profile.clone(),
+        model: model.clone(),
+        workload: workload.clone(),
+        requests: settings.requests,
+        min_duration_s: 0.0,
+        max_requests: 10_000,
+        level: settings.level,
+        routing_skew: 0.0,
+    };
+    let opts = WorkerOptions {
+        worker: this_worker(),
+        time_budget: None,
+        patience: 0,
+        poll: Duration::from_secs(2),
+        confirm: 0,
+    };
+    let started = Instant::now();
+    let goal = settings.goal;
+    let summary =
+        study::run_local(store, &sim_row, &sim_settings, &feasible, &evaluator, &opts, |p| {
+            if let Progress::Finished { done, best, .. } = p
+                && (done % SIM_PROGRESS_EVERY == 0 || done == budget)
+            {
+                eprintln!(
+                    "  [{done}/{budget}] simulated; best predicted {goal} {}; {:.1} s elapsed",
+                    best.map_or("-".into(), |b| format!("{b:.3}")),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        })
+        .await?;
+    let trials = store.trials(sim_row.id).await?;
+    if !trials.iter().any(|t| {
+        matches!(
+            t.status,
+            dyno_results::store::TrialStatus::Pending | dyno_results::store::TrialStatus::Running
+        )
+    }) {
+        study::finish(store, &sim_row).await?;
+    }
+    let predicted =
+        trials.iter().filter(|t| t.status == dyno_results::store::TrialStatus::Completed).count();
+    eprintln!(
+        "simulated phase: {predicted} points predicted ({} here) in {:.1} s; top {} by predicted {goal}:",
+        summary.measured,
+        started.elapsed().as_secs_f64(),
+        args.measure_top
+    );
+    let top = study::top_predicted(&trials, goal, args.measure_top);
+    if top.is_empty() {
+        bail!(
+            "study `{sim_name}`: the simulator predicted no point, so there is nothing to measure"
+        );
+    }
+    for p in &top {
+        let knobs: Vec<String> = settings
+            .space
+            .describe(&p.point)
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        eprintln!(
+            "  {} {:.3} at {:.3} req/s{}: {}",
+            goal,
+            p.predicted.score(goal),
+            p.predicted.rate,
+            if p.baseline { " (baseline)" } else { "" },
+            knobs.join(" ")
+        );
+    }
+    let screened_by = format!(
+        "the top {} of {predicted} points predicted by the simulator (study `{sim_name}`, profile {})",
+        args.measure_top,
+        profile.provenance()
+    );
+    Ok((top, screened_by))
 }
 
 /// Measured requests per full-fidelity load test by default.
@@ -405,7 +606,7 @@ fn run_simulated_tune(
             workload.name,
             args.db.shown()
         );
-        let existing = existing_settings(&store, &args).await?;
+        let existing = existing_settings(&store, &args, args.study.as_deref()).await?;
         let settings = StudySettings {
             hw: format!("{}x{devices}", profile.name),
             model: model.name.clone(),
@@ -447,10 +648,12 @@ fn run_simulated_tune(
             version: env!("CARGO_PKG_VERSION").to_string(),
             commit: build_commit(),
             predicted_by: Some(predicted_by),
+            screened_by: None,
             notes,
         };
+        let name = study_name(&args, &settings);
         // Predictions are deterministic: measuring a point twice would tell nothing new.
-        search(&store, &args, &model, &settings, kl, &evaluator, 0, emitted).await
+        search(&store, &args, &name, &model, &settings, kl, &evaluator, 0, emitted, &[]).await
     })?
 }
 
@@ -486,29 +689,26 @@ fn quality_bounds(
     Ok(kl)
 }
 
-/// Opens the study, runs this worker with progress lines, prints the summary and emits the
-/// best config: the part every target shares.
+/// Opens the study, queues `seeded` (points with the simulator's predictions), runs this
+/// worker with progress lines, prints the summary and emits the best config: the part every
+/// target shares.
 #[allow(clippy::too_many_arguments)]
 async fn search<E: Evaluator>(
     store: &dyno_results::store::Store,
     args: &TuneArgs,
+    name: &str,
     model: &ModelConfig,
     settings: &StudySettings,
     kl: std::collections::HashMap<String, Result<f64, String>>,
     evaluator: &E,
     confirm: usize,
     emitted: Provenance,
+    seeded: &[study::PredictedPoint],
 ) -> Result<()> {
     let feasible = Feasibility::new(settings, model, kl);
     let pruned = feasible.pruning_summary();
-    let name = args.study.clone().unwrap_or_else(|| {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        format!("{}-{}-{}-{secs}", settings.model, settings.workload, settings.hw)
-    });
     let (study_row, created) =
-        study::open(store, &name, settings, &pruned, args.resume || args.worker).await?;
+        study::open(store, name, settings, &pruned, args.resume || args.worker).await?;
     eprintln!(
         "study `{}` (id {}){}: {} strategy, budget {}, space of {} points",
         study_row.name,
@@ -522,6 +722,9 @@ async fn search<E: Evaluator>(
         for (_, n, example) in p {
             eprintln!("  pruned {n:>6} points, e.g. {example}");
         }
+    }
+    if !seeded.is_empty() {
+        study::enqueue_predicted(store, &study_row, settings, model, seeded).await?;
     }
     let opts = WorkerOptions {
         worker: this_worker(),
@@ -636,9 +839,13 @@ pub fn render_report(report: &StudyReport) -> String {
     );
     let knob_names: Vec<String> =
         report.settings.space.knobs.iter().map(|k| k.path.clone()).collect();
+    // A column of predicted scores when any trial was queued with the simulator's prediction.
+    let with_predictions = report.trials.iter().any(|t| t.predicted.is_some());
+    let predicted_header =
+        if with_predictions { format!(" {:>9}", format!("pred {goal}")) } else { String::new() };
     let _ = writeln!(
         s,
-        "{:>4} {:<10} {:>5} {:>9} {:>8} {:>9} {:>9}  knobs ({})",
+        "{:>4} {:<10} {:>5}{predicted_header} {:>9} {:>8} {:>9} {:>9}  knobs ({})",
         "#",
         "status",
         "fid",
@@ -667,15 +874,23 @@ pub fn render_report(report: &StudyReport) -> String {
             ),
             None => ("-".into(), "-".into(), "-".into(), "-".into()),
         };
+        let predicted = match (&t.predicted, with_predictions) {
+            (Some(p), true) => format!(" {:>9.3}", p.score(goal)),
+            (None, true) => format!(" {:>9}", "-"),
+            (_, false) => String::new(),
+        };
         let _ = writeln!(
             s,
-            "{:>3}{mark} {:<10} {:>5.2} {score:>9} {rate:>8} {ttft:>9} {tpot:>9}  {}{}",
+            "{:>3}{mark} {:<10} {:>5.2}{predicted} {score:>9} {rate:>8} {ttft:>9} {tpot:>9}  {}{}",
             t.number,
             t.status.to_string(),
             t.fidelity,
             values.join(" "),
             t.error.as_deref().map(|e| format!("  ({e})")).unwrap_or_default()
         );
+    }
+    if let Some(p) = &report.predictions {
+        s.push_str(&render_predictions(p, goal));
     }
     let _ = writeln!(
         s,
@@ -722,6 +937,53 @@ pub fn render_report(report: &StudyReport) -> String {
             let _ = writeln!(s, "best: none yet (no full-fidelity trial finished)");
         }
     }
+    s
+}
+
+/// Predicted against measured per trial, and the mean |error| per figure, as text.
+fn render_predictions(p: &dyno_tuner::study::PredictionReport, goal: Goal) -> String {
+    use std::fmt::Write as _;
+    let pct = |e: f64| if e.is_finite() { format!("{:+.1}%", e * 100.0) } else { "-".into() };
+    let mut s = String::new();
+    let _ =
+        writeln!(s, "predicted vs measured (relative error = (predicted − measured) ÷ measured):");
+    let _ = writeln!(
+        s,
+        "{:>4} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9}",
+        "#",
+        format!("pred {goal}"),
+        format!("meas {goal}"),
+        "throughput",
+        "TTFT p50",
+        "TTFT p99",
+        "TPOT p50",
+        "TPOT p99"
+    );
+    for r in &p.rows {
+        let e = r.errors.named().map(|(_, v)| pct(v));
+        let _ = writeln!(
+            s,
+            "{:>3}{} {:>10.3} {:>10.3} {:>10} {:>9} {:>9} {:>9} {:>9}",
+            r.number,
+            if r.baseline { "b" } else { " " },
+            r.predicted_score,
+            r.measured_score,
+            e[0],
+            e[1],
+            e[2],
+            e[3],
+            e[4]
+        );
+    }
+    let m = p
+        .mean_abs
+        .named()
+        .map(|(_, v)| if v.is_finite() { format!("{:.1}%", v * 100.0) } else { "-".into() });
+    let _ = writeln!(
+        s,
+        "{:>4} {:>21} {:>10} {:>9} {:>9} {:>9} {:>9}",
+        "mean", "|error|", m[0], m[1], m[2], m[3], m[4]
+    );
     s
 }
 

@@ -18,6 +18,10 @@ pub struct Provenance {
     /// Set when the figures are the simulator's: the hardware profile they came from
     /// (`h100-sxm, uncalibrated (datasheet + heuristic)`) and the device count.
     pub predicted_by: Option<String>,
+    /// Set when the measured points were chosen by the simulator first (simulate, then
+    /// measure the top few): how they were chosen, with the profile's provenance
+    /// (`the top 5 of 2000 points predicted from profile cpu-…, calibrated (…)`).
+    pub screened_by: Option<String>,
     /// Further lines for the header (where kernel tiles came from, what was not checked).
     pub notes: Vec<String>,
 }
@@ -94,6 +98,21 @@ pub fn best_config_yaml(
         "figures: {figures}; trial {} of study `{}` (id {}), {} strategy, seed {}",
         best.number, report.name, report.id, s.strategy, s.seed
     ));
+    if let Some(by) = &provenance.screened_by {
+        line(format!("chosen among {by}, then measured"));
+        if let Some(p) = &report.predictions {
+            let pct = |e: f64| {
+                if e.is_finite() { format!("{:.0}%", e * 100.0) } else { "-".into() }
+            };
+            line(format!(
+                "prediction error (mean |predicted − measured| ÷ measured over {} points): throughput {}, p99 TTFT {}, p99 TPOT {}",
+                p.rows.len(),
+                pct(p.mean_abs.throughput),
+                pct(p.mean_abs.ttft_p99),
+                pct(p.mean_abs.tpot_p99)
+            ));
+        }
+    }
     for note in &provenance.notes {
         line(note.clone());
     }

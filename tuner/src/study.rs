@@ -117,6 +117,118 @@ pub struct TrialRow {
     pub error: Option<String>,
     /// Whether this is the baseline (the base config).
     pub baseline: bool,
+    /// The simulator's prediction for this trial, when it was queued with one (a measured
+    /// trial of a simulate-then-measure study, or one still waiting to be measured).
+    pub predicted: Option<TrialMetrics>,
+}
+
+/// Relative errors (predicted − measured) ÷ measured of the headline figures, as
+/// [`TrialMetrics::errors_against`] gives them (NaN where the measurement is 0).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct FigureErrors {
+    /// Request throughput.
+    pub throughput: f64,
+    /// Median time to first token.
+    pub ttft_p50: f64,
+    /// p99 time to first token.
+    pub ttft_p99: f64,
+    /// Median time per output token.
+    pub tpot_p50: f64,
+    /// p99 time per output token.
+    pub tpot_p99: f64,
+}
+
+impl FigureErrors {
+    /// The errors of `predicted` against `measured`.
+    pub fn of(predicted: &TrialMetrics, measured: &TrialMetrics) -> Self {
+        let e = predicted.errors_against(measured);
+        Self {
+            throughput: e[0].1,
+            ttft_p50: e[1].1,
+            ttft_p99: e[2].1,
+            tpot_p50: e[3].1,
+            tpot_p99: e[4].1,
+        }
+    }
+
+    /// The figures with their names, in the order of [`TrialMetrics::errors_against`].
+    pub fn named(&self) -> [(&'static str, f64); 5] {
+        [
+            ("throughput", self.throughput),
+            ("ttft_p50", self.ttft_p50),
+            ("ttft_p99", self.ttft_p99),
+            ("tpot_p50", self.tpot_p50),
+            ("tpot_p99", self.tpot_p99),
+        ]
+    }
+}
+
+/// One measured trial that was queued with a prediction: both side by side.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PredictionRow {
+    /// Trial number.
+    pub number: i64,
+    /// Whether it is the baseline.
+    pub baseline: bool,
+    /// The predicted score (the study's goal).
+    pub predicted_score: f64,
+    /// The measured score.
+    pub measured_score: f64,
+    /// Relative errors of the headline figures.
+    pub errors: FigureErrors,
+}
+
+/// How far the simulator's predictions were from the measurements of the same points.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PredictionReport {
+    /// Every measured trial that carries a prediction, in number order.
+    pub rows: Vec<PredictionRow>,
+    /// Mean |relative error| per figure over the rows (NaN errors left out; NaN when none is
+    /// left).
+    pub mean_abs: FigureErrors,
+}
+
+impl PredictionReport {
+    /// The side-by-side rows of `trials` (measured ones that carry a prediction) and their
+    /// mean absolute errors; `None` when no trial has both.
+    pub fn from_trials(trials: &[Trial], goal: Goal) -> Option<Self> {
+        let rows: Vec<PredictionRow> = trials
+            .iter()
+            .filter(|t| t.status == TrialStatus::Completed)
+            .filter_map(|t| {
+                let measured: TrialMetrics = serde_json::from_value(t.measured.clone()?).ok()?;
+                let predicted = trial_prediction(t)?;
+                let baseline = t
+                    .params
+                    .clone()
+                    .and_then(|p| serde_json::from_value::<TrialParams>(p).ok())
+                    .is_some_and(|p| p.baseline);
+                Some(PredictionRow {
+                    number: t.number,
+                    baseline,
+                    predicted_score: predicted.score(goal),
+                    measured_score: measured.score(goal),
+                    errors: FigureErrors::of(&predicted, &measured),
+                })
+            })
+            .collect();
+        if rows.is_empty() {
+            return None;
+        }
+        let mean = |f: fn(&FigureErrors) -> f64| {
+            let v: Vec<f64> =
+                rows.iter().map(|r| f(&r.errors).abs()).filter(|e| e.is_finite()).collect();
+            if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 }
+        };
+        let mean_abs = FigureErrors {
+            throughput: mean(|e| e.throughput),
+            ttft_p50: mean(|e| e.ttft_p50),
+            ttft_p99: mean(|e| e.ttft_p99),
+            tpot_p50: mean(|e| e.tpot_p50),
+            tpot_p99: mean(|e| e.tpot_p99),
+        };
+        Some(Self { rows, mean_abs })
+    }
 }
 
 /// What a study found so far.
@@ -149,6 +261,9 @@ pub struct StudyReport {
     pub trials_to_95: Option<usize>,
     /// Points the constraints ruled out, by reason, with one example reason each.
     pub pruned: Vec<(String, u64, String)>,
+    /// Predicted against measured, for trials queued with the simulator's prediction
+    /// (simulate-then-measure); `None` in a purely measured or purely simulated study.
+    pub predictions: Option<PredictionReport>,
 }
 
 impl StudyReport {
@@ -349,22 +464,24 @@ pub async fn open(
 }
 
 fn observations(trials: &[Trial], goal: Goal) -> Vec<Observation> {
-    trials
-        .iter()
-        .filter(|t| t.status != TrialStatus::Infeasible)
-        .filter_map(|t| {
-            let p: TrialParams = serde_json::from_value(t.params.clone()?).ok()?;
-            let outcome = match t.status {
-                TrialStatus::Pending | TrialStatus::Running => Outcome::Pending,
-                TrialStatus::Completed => match trial_metrics(t) {
-                    Some(m) => Outcome::Value(m.score(goal)),
-                    None => Outcome::Failed,
-                },
-                _ => Outcome::Failed,
-            };
-            Some(Observation { point: p.point, fidelity: p.fidelity, outcome })
-        })
-        .collect()
+    trials.iter().filter_map(|t| observation(t, goal)).collect()
+}
+
+/// What a strategy sees of one trial; `None` for infeasible trials and foreign ones.
+fn observation(t: &Trial, goal: Goal) -> Option<Observation> {
+    if t.status == TrialStatus::Infeasible {
+        return None;
+    }
+    let p: TrialParams = serde_json::from_value(t.params.clone()?).ok()?;
+    let outcome = match t.status {
+        TrialStatus::Pending | TrialStatus::Running => Outcome::Pending,
+        TrialStatus::Completed => match trial_metrics(t) {
+            Some(m) => Outcome::Value(m.score(goal)),
+            None => Outcome::Failed,
+        },
+        _ => Outcome::Failed,
+    };
+    Some(Observation { point: p.point, fidelity: p.fidelity, outcome })
 }
 
 fn new_trial(
@@ -389,6 +506,77 @@ fn new_trial(
         config: serde_json::to_value(config).map_err(|e| e.to_string())?,
         predicted: None,
     })
+}
+
+/// A point to measure with the simulator's prediction for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PredictedPoint {
+    /// The point.
+    pub point: Point,
+    /// Whether it is the baseline's point.
+    pub baseline: bool,
+    /// The prediction.
+    pub predicted: TrialMetrics,
+}
+
+/// From a simulated study's trials: the `top` points of highest predicted score (ties to the
+/// lower p99 TTFT, then p99 TPOT, then trial order), then the baseline's point when it is not among them. Each point once, at
+/// full fidelity.
+pub fn top_predicted(trials: &[Trial], goal: Goal, top: usize) -> Vec<PredictedPoint> {
+    let mut predicted: Vec<PredictedPoint> = Vec::new();
+    for t in trials.iter().filter(|t| t.status == TrialStatus::Completed) {
+        let Some(p) = t.params.clone().and_then(|p| serde_json::from_value::<TrialParams>(p).ok())
+        else {
+            continue;
+        };
+        let Some(m) = trial_metrics(t) else { continue };
+        if p.fidelity < 1.0 || p.confirm > 0 || predicted.iter().any(|q| q.point == p.point) {
+            continue;
+        }
+        predicted.push(PredictedPoint { point: p.point, baseline: p.baseline, predicted: m });
+    }
+    let mut ranked: Vec<&PredictedPoint> = predicted.iter().collect();
+    // Equal scores (a fixed rate that several points meet) go to the lower p99 TTFT, then
+    // the lower p99 TPOT; stable, so full ties keep trial order.
+    ranked.sort_by(|a, b| {
+        let (a, b) = (&a.predicted, &b.predicted);
+        b.score(goal)
+            .total_cmp(&a.score(goal))
+            .then(a.ttft_p99_ms.total_cmp(&b.ttft_p99_ms))
+            .then(a.tpot_p99_ms.total_cmp(&b.tpot_p99_ms))
+    });
+    let mut out: Vec<PredictedPoint> = ranked.into_iter().take(top).cloned().collect();
+    if let Some(b) = predicted.iter().find(|p| p.baseline)
+        && !out.iter().any(|p| p.point == b.point)
+    {
+        out.push(b.clone());
+    }
+    out
+}
+
+/// Queues `points` in `study` at full fidelity, each with its prediction attached (stored in
+/// the trial's `predicted` column, kept when the measurement arrives), baselines first.
+/// Points already queued or run are left alone. Returns how many were newly queued.
+pub async fn enqueue_predicted(
+    store: &Store,
+    study: &Study,
+    settings: &StudySettings,
+    model: &ModelConfig,
+    points: &[PredictedPoint],
+) -> Result<usize, StudyError> {
+    let mut queued = 0;
+    let ordered = points.iter().filter(|p| p.baseline).chain(points.iter().filter(|p| !p.baseline));
+    for p in ordered {
+        let mut t = new_trial(settings, model, &p.point, 1.0, p.baseline, 0)
+            .map_err(StudyError::Invalid)?;
+        t.predicted = Some(
+            serde_json::to_value(&p.predicted).map_err(|e| StudyError::Invalid(e.to_string()))?,
+        );
+        if store.enqueue_trial(study.id, &t).await?.is_some() {
+            queued += 1;
+        }
+    }
+    Ok(queued)
 }
 
 /// What one worker did.
@@ -466,10 +654,15 @@ fn best_full_score(trials: &[Trial], goal: Goal) -> Option<f64> {
 /// Whether the last `patience` finished full-fidelity trials all failed to beat the best
 /// before them by more than 1%.
 fn stalled(trials: &[Trial], goal: Goal, patience: usize) -> bool {
+    patience > 0 && stalled_in(&observations(trials, goal), patience)
+}
+
+/// [`stalled`] over observations.
+fn stalled_in(observed: &[Observation], patience: usize) -> bool {
     if patience == 0 {
         return false;
     }
-    let values: Vec<f64> = observations(trials, goal)
+    let values: Vec<f64> = observed
         .iter()
         .filter(|o| o.fidelity >= 1.0)
         .filter_map(|o| match o.outcome {
@@ -624,6 +817,51 @@ async fn claim_and_measure<E: Evaluator>(
     let Some(trial) = store.claim_trial(study.id, &opts.worker).await? else {
         return Ok(false);
     };
+    let history = store.trials(study.id).await?;
+    let result = evaluate_claimed(
+        store,
+        feasible,
+        evaluator,
+        &opts.worker,
+        &trial,
+        rate_hint(&history, settings.goal),
+        progress,
+    )
+    .await?
+    .0;
+    let history = store.trials(study.id).await?;
+    let done = history.iter().filter(|t| t.status != TrialStatus::Infeasible).count();
+    progress(Progress::Finished {
+        number: trial.number,
+        result: &result,
+        best: best_full_score(&history, settings.goal),
+        done,
+    });
+    Ok(true)
+}
+
+/// The rate of the best completed trial: where a rate search starts.
+fn rate_hint(history: &[Trial], goal: Goal) -> Option<f64> {
+    history
+        .iter()
+        .filter(|t| t.status == TrialStatus::Completed)
+        .filter_map(trial_metrics)
+        .max_by(|a, b| a.score(goal).total_cmp(&b.score(goal)))
+        .map(|m| m.rate)
+}
+
+/// Evaluates a trial this worker claimed and commits how it went; returns the result and
+/// the outcome stored.
+#[allow(clippy::too_many_arguments)]
+async fn evaluate_claimed<E: Evaluator>(
+    store: &Store,
+    feasible: &Feasibility<'_>,
+    evaluator: &E,
+    worker: &str,
+    trial: &Trial,
+    hint: Option<f64>,
+    progress: &mut impl FnMut(Progress<'_>),
+) -> Result<(Result<TrialMetrics, String>, TrialOutcome), StudyError> {
     let params: TrialParams = trial
         .params
         .clone()
@@ -636,14 +874,7 @@ async fn claim_and_measure<E: Evaluator>(
         knobs: &params.knobs,
         fidelity: params.fidelity,
     });
-    let history = store.trials(study.id).await?;
     // A rate search starts from the rate of the best trial so far.
-    let hint = history
-        .iter()
-        .filter(|t| t.status == TrialStatus::Completed)
-        .filter_map(trial_metrics)
-        .max_by(|a, b| a.score(settings.goal).total_cmp(&b.score(settings.goal)))
-        .map(|m| m.rate);
     let mut result = evaluator.evaluate(&config, params.fidelity, hint).await;
     if let Ok(m) = &mut result {
         m.kl = match feasible.kl.get(&config.weight_format().label()) {
@@ -674,16 +905,162 @@ async fn claim_and_measure<E: Evaluator>(
             run: None,
         },
     };
-    store.finish_claimed_trial(trial.id, &opts.worker, &outcome).await?;
-    let history = store.trials(study.id).await?;
-    let done = history.iter().filter(|t| t.status != TrialStatus::Infeasible).count();
-    progress(Progress::Finished {
-        number: trial.number,
-        result: &result,
-        best: best_full_score(&history, settings.goal),
-        done,
-    });
-    Ok(true)
+    store.finish_claimed_trial(trial.id, worker, &outcome).await?;
+    Ok((result, outcome))
+}
+
+/// [`run_worker`] for quick evaluators (the simulator), where reading the study back from
+/// the store before each trial would cost more than the trial: the history is read once
+/// (and again only when another worker got in the way) and kept in memory as trials
+/// finish. Pending trials (a requeued or joined study) are measured first; no confirmation
+/// round.
+pub async fn run_local<E: Evaluator>(
+    store: &Store,
+    study: &Study,
+    settings: &StudySettings,
+    feasible: &Feasibility<'_>,
+    evaluator: &E,
+    opts: &WorkerOptions,
+    mut progress: impl FnMut(Progress<'_>),
+) -> Result<WorkerSummary, StudyError> {
+    let started = Instant::now();
+    let mut summary = WorkerSummary::default();
+    let dead: Vec<String> = store
+        .running_trials(study.id)
+        .await?
+        .into_iter()
+        .filter_map(|t| t.worker)
+        .filter(|w| is_dead_local_worker(w))
+        .collect();
+    if !dead.is_empty() {
+        summary.requeued = store.requeue_trials(study.id, &dead).await?;
+    }
+    if let Some(point) = settings.space.point_of(&settings.base)
+        && feasible.check(&point).is_ok()
+    {
+        let t = new_trial(settings, feasible.model, &point, 1.0, true, 0)
+            .map_err(StudyError::Invalid)?;
+        store.enqueue_trial(study.id, &t).await?;
+    }
+    let strategy = strategy::build(settings.strategy);
+    let space = settings.space.strategy_space();
+    let is_feasible = |p: &[usize]| feasible.check(p).is_ok();
+    let mut history = store.trials(study.id).await?;
+    // The observations of `history`, kept in step with it: (trial id, observation).
+    let observe = |history: &[Trial]| -> Vec<(i64, Observation)> {
+        history.iter().filter_map(|t| Some((t.id, observation(t, settings.goal)?))).collect()
+    };
+    let mut observed = observe(&history);
+    let mut best = best_full_score(&history, settings.goal);
+    let mut hint = rate_hint(&history, settings.goal);
+    loop {
+        if let Some(trial) = store.claim_trial(study.id, &opts.worker).await? {
+            let (result, outcome) = evaluate_claimed(
+                store,
+                feasible,
+                evaluator,
+                &opts.worker,
+                &trial,
+                hint,
+                &mut progress,
+            )
+            .await?;
+            summary.measured += 1;
+            let finished = Trial {
+                status: outcome.status,
+                measured: outcome.measured.or(trial.measured.clone()),
+                predicted: outcome.predicted.or(trial.predicted.clone()),
+                error: outcome.error,
+                ..trial.clone()
+            };
+            let seen = observation(&finished, settings.goal);
+            match (observed.iter_mut().find(|(id, _)| *id == finished.id), seen) {
+                (Some(o), Some(seen)) => o.1 = seen,
+                (None, Some(seen)) => observed.push((finished.id, seen)),
+                (_, None) => observed.retain(|(id, _)| *id != finished.id),
+            }
+            match history.iter_mut().find(|t| t.id == finished.id) {
+                Some(t) => *t = finished,
+                None => history.push(finished),
+            }
+            if let Ok(m) = &result {
+                let full = trial
+                    .params
+                    .clone()
+                    .and_then(|p| serde_json::from_value::<TrialParams>(p).ok())
+                    .is_some_and(|p| p.fidelity >= 1.0);
+                let score = m.score(settings.goal);
+                if full && best.is_none_or(|b| score > b) {
+                    best = Some(score);
+                    hint = Some(m.rate);
+                }
+            }
+            let done = history.iter().filter(|t| t.status != TrialStatus::Infeasible).count();
+            progress(Progress::Finished { number: trial.number, result: &result, best, done });
+            continue;
+        }
+        if opts.time_budget.is_some_and(|b| started.elapsed() >= b) {
+            summary.stop = StopReason::Time;
+            break;
+        }
+        let counted = history.iter().filter(|t| t.status != TrialStatus::Infeasible).count();
+        // Trials another worker holds (or queued trials it claimed first).
+        let busy =
+            history.iter().any(|t| matches!(t.status, TrialStatus::Running | TrialStatus::Pending));
+        let seen: Vec<Observation> = observed.iter().map(|(_, o)| o.clone()).collect();
+        if stalled_in(&seen, opts.patience) {
+            summary.stop = StopReason::Stalled;
+            break;
+        }
+        let proposal = if counted >= settings.budget {
+            None
+        } else {
+            let ctx = Context {
+                space: &space,
+                feasible: &is_feasible,
+                budget: settings.budget,
+                seed: settings.seed,
+            };
+            Some(strategy.propose(&ctx, &seen))
+        };
+        let reread = match proposal {
+            Some(Proposal::Run { point, fidelity }) => {
+                let t = new_trial(settings, feasible.model, &point, fidelity, false, 0)
+                    .map_err(StudyError::Invalid)?;
+                match store.enqueue_trial(study.id, &t).await? {
+                    // Claimed (by this worker or another) at the top of the loop.
+                    Some(queued) => {
+                        if let Some(o) = observation(&queued, settings.goal) {
+                            observed.push((queued.id, o));
+                        }
+                        history.push(queued);
+                        false
+                    }
+                    // Another worker queued it first: catch up with the store.
+                    None => true,
+                }
+            }
+            Some(Proposal::Wait) | None if busy => {
+                tokio::time::sleep(opts.poll).await;
+                true
+            }
+            Some(Proposal::Exhausted | Proposal::Wait) => {
+                summary.stop = StopReason::Exhausted;
+                break;
+            }
+            None => {
+                summary.stop = StopReason::Budget;
+                break;
+            }
+        };
+        if reread {
+            history = store.trials(study.id).await?;
+            observed = observe(&history);
+            best = best_full_score(&history, settings.goal);
+            hint = rate_hint(&history, settings.goal);
+        }
+    }
+    Ok(summary)
 }
 
 /// Every full-fidelity measurement of one point.
@@ -761,6 +1138,13 @@ pub fn report(study: &Study, settings: &StudySettings, trials: &[Trial]) -> Stud
                 metrics,
                 error: t.error.clone(),
                 baseline: params.as_ref().is_some_and(|p| p.baseline),
+                // A simulated study's own trials hold their prediction as their metrics; a
+                // prediction is shown beside a measurement (or one still to come).
+                predicted: t
+                    .predicted
+                    .clone()
+                    .filter(|_| t.measured.is_some() || t.status != TrialStatus::Completed)
+                    .and_then(|m| serde_json::from_value(m).ok()),
             }
         })
         .collect();
@@ -811,5 +1195,6 @@ pub fn report(study: &Study, settings: &StudySettings, trials: &[Trial]) -> Stud
         frontier,
         trials_to_95,
         pruned,
+        predictions: PredictionReport::from_trials(trials, goal),
     }
 }

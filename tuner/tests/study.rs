@@ -341,3 +341,123 @@ async fn two_workers_never_run_the_same_trial_postgres() {
     let b = Store::open(&url).await.expect("pg b");
     two_workers(&a, &b, &unique("shared")).await;
 }
+
+/// The simulator's stand-in: [`Synthetic`]'s figures with known errors (throughput and
+/// goodput 10% high, p50 TTFT 20% low, p99 TTFT 10 ms high, p50 TPOT exact, p99 TPOT 10%
+/// low), stored as predictions.
+struct Predicting(Synthetic);
+
+impl Evaluator for Predicting {
+    async fn evaluate(
+        &self,
+        config: &EngineConfig,
+        fidelity: f64,
+        rate_hint: Option<f64>,
+    ) -> Result<TrialMetrics, String> {
+        let m = self.0.evaluate(config, fidelity, rate_hint).await?;
+        Ok(TrialMetrics {
+            goodput: m.goodput * 1.1,
+            request_throughput: m.request_throughput * 1.1,
+            ttft_p50_ms: m.ttft_p50_ms * 0.8,
+            ttft_p99_ms: m.ttft_p99_ms + 10.0,
+            tpot_p99_ms: m.tpot_p99_ms * 0.9,
+            ..m
+        })
+    }
+
+    fn predicts(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn simulate_then_measure_keeps_predictions_beside_measurements_and_reports_the_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = sqlite_store(&dir).await;
+    let model = ModelConfig::preset("mixtral-tiny").expect("tiny");
+    // The simulated phase: every feasible point (24 on one core), predictions only.
+    let sim = settings(StrategyKind::Grid, 24, 1);
+    let feasible = Feasibility::new(&sim, &model, all_formats_fine());
+    let (sim_row, _) = study::open(&store, "s-sim", &sim, &None, false).await.expect("open");
+    let predictor = Predicting(Synthetic::new(None));
+    let summary =
+        study::run_local(&store, &sim_row, &sim, &feasible, &predictor, &options("w"), |_| {})
+            .await
+            .expect("simulate");
+    assert_eq!(summary.measured, 24);
+    let sim_trials = store.trials(sim_row.id).await.expect("trials");
+    assert_eq!(sim_trials.len(), 24, "every feasible point once");
+    assert!(sim_trials.iter().all(|t| t.predicted.is_some() && t.measured.is_none()));
+    // Resuming the finished simulated study predicts nothing again.
+    let again =
+        study::run_local(&store, &sim_row, &sim, &feasible, &predictor, &options("w"), |_| {})
+            .await
+            .expect("again");
+    assert_eq!(again.measured, 0);
+
+    // The top two by predicted goodput, then the baseline (f32: not among them).
+    let top = study::top_predicted(&sim_trials, Goal::Goodput, 2);
+    assert_eq!(top.len(), 3, "{top:?}");
+    assert!((top[0].predicted.goodput - 6.0 * 1.1).abs() < 1e-9, "the optimum first");
+    assert!(top[0].predicted.goodput >= top[1].predicted.goodput);
+    assert!(!top[0].baseline && !top[1].baseline && top[2].baseline);
+
+    // The measured phase: those three queued with their predictions, nothing else measured.
+    let measured = StudySettings { budget: top.len(), ..settings(StrategyKind::Tpe, 3, 1) };
+    let feasible = Feasibility::new(&measured, &model, all_formats_fine());
+    let (st, _) = study::open(&store, "s", &measured, &None, false).await.expect("open");
+    let queued =
+        study::enqueue_predicted(&store, &st, &measured, &model, &top).await.expect("enqueue");
+    assert_eq!(queued, 3);
+    assert_eq!(
+        study::enqueue_predicted(&store, &st, &measured, &model, &top).await.expect("again"),
+        0
+    );
+    let eval = Synthetic::new(None);
+    let summary =
+        study::run_worker(&store, &st, &measured, &feasible, &eval, &options("w"), |_| {})
+            .await
+            .expect("measure");
+    assert_eq!((summary.measured, summary.stop), (3, study::StopReason::Budget));
+    assert_eq!(eval.calls().len(), 3, "only the queued points are measured");
+    let trials = store.trials(st.id).await.expect("trials");
+    assert_eq!(trials.len(), 3);
+    assert!(trials.iter().all(|t| t.status == TrialStatus::Completed));
+    assert!(trials.iter().all(|t| t.predicted.is_some() && t.measured.is_some()));
+    // The baseline is queued first.
+    assert!(study::trial_prediction(&trials[0]).is_some());
+
+    let report = study::report(&st, &measured, &trials);
+    assert_eq!(report.baseline, Some(0));
+    assert!(report.trials.iter().all(|t| t.predicted.is_some()));
+    let p = report.predictions.as_ref().expect("prediction section");
+    assert_eq!(p.rows.len(), 3);
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+    let mut ttft99 = Vec::new();
+    for r in &p.rows {
+        // Measured goodput v; predicted 1.1·v.
+        let v = r.measured_score;
+        assert!(close(r.predicted_score, 1.1 * v), "{r:?}");
+        assert!(close(r.errors.throughput, 0.1), "{r:?}");
+        assert!(close(r.errors.ttft_p50, -0.2), "{r:?}");
+        // p99 TTFT measured 100/v, predicted 100/v + 10: error 10 ÷ (100/v) = v/10.
+        assert!(close(r.errors.ttft_p99, v / 10.0), "{r:?}");
+        assert!(close(r.errors.tpot_p50, 0.0), "{r:?}");
+        assert!(close(r.errors.tpot_p99, -0.1), "{r:?}");
+        ttft99.push(v / 10.0);
+    }
+    // The optimum (6) and the baseline were measured: v/10 = 0.6 for the optimum.
+    assert!(ttft99.iter().any(|&e| close(e, 0.6)), "{ttft99:?}");
+    assert!(close(p.mean_abs.throughput, 0.1));
+    assert!(close(p.mean_abs.ttft_p50, 0.2));
+    assert!(close(p.mean_abs.ttft_p99, ttft99.iter().sum::<f64>() / 3.0));
+    assert!(close(p.mean_abs.tpot_p50, 0.0));
+    assert!(close(p.mean_abs.tpot_p99, 0.1));
+    // In the report's JSON (what `dyno study show --json` prints).
+    let json = serde_json::to_value(&report).expect("json");
+    assert_eq!(json["predictions"]["rows"].as_array().map(Vec::len), Some(3));
+    // A purely simulated study has no prediction section (its predictions are its metrics).
+    let sim_report = study::report(&sim_row, &sim, &sim_trials);
+    assert!(sim_report.predictions.is_none());
+    assert!(sim_report.trials.iter().all(|t| t.predicted.is_none()));
+}
