@@ -388,38 +388,9 @@ pub fn calibrate_cpu(opts: &CalibrateOptions) -> Result<Calibrated, CalibrateErr
             }
         }
     }
-    let kernel_only: Vec<f64> =
-        steps.iter().map(|s| StepModel::new(&profile, &model, &config).seconds(&s.shape)).collect();
-    let linear_class = OpClass::linear(config.weight_format());
-    let fit = fit_steps(&profile, &model, &config, &steps);
-    if let Some(curve) = profile.calibration.efficiency.get_mut(&linear_class) {
-        for p in &mut curve.points {
-            p.efficiency /= fit.scales[bin_of(p.size)];
-        }
-    }
-    let correction: Vec<(f64, f64)> = std::iter::once(1.0)
-        .chain(bin_edges())
-        .zip(fit.scales)
-        .map(|(from, a)| (from, 1.0 / a))
-        .collect();
-    let (step_us, sample_us) = (fit.step_us, fit.sample_us);
-    profile.calibration.step_overhead_us = step_us;
-    profile.calibration.sample_overhead_us = sample_us;
-    let sm = StepModel::new(&profile, &model, &config);
-    let mut fit: Vec<FitRow> = steps
-        .iter()
-        .zip(&kernel_only)
-        .map(|(s, k)| FitRow {
-            shape: s.label.clone(),
-            measured_ms: s.seconds * 1e3,
-            predicted_ms: sm.seconds(&s.shape) * 1e3,
-            kernel_only_ms: k * 1e3,
-        })
-        .collect();
-
-    // 4. The other weight formats: the same engine steps with each format's weights scale
-    //    its linear curve per row bin (the overheads stay the f32 fit's: they do not depend
-    //    on the weights).
+    // 4. The other weight formats: the same engine steps with each format's weights.
+    let mut groups: Vec<(WeightFormat, EngineConfig, Vec<MeasuredStep>)> =
+        vec![(config.weight_format(), config.clone(), steps)];
     for format in formats.into_iter().filter(|f| *f != config.weight_format()) {
         let mut fconfig = config.clone();
         // int4 as the tuner most often picks it (group 128), where the model's widths allow.
@@ -435,7 +406,8 @@ pub fn calibrate_cpu(opts: &CalibrateOptions) -> Result<Calibrated, CalibrateErr
         };
         fconfig.set_weight_format(format);
         log(&format!("loading {} at {} for its engine steps", model.name, format.label()));
-        let loaded = Arc::new(Model::load(&model, &RandomWeights { seed: config.seed }, &fconfig)?);
+        let loaded =
+            Arc::new(Model::load(&model, &RandomWeights { seed: config.seed }, &fconfig)?);
         if let Some(&(batch, prompt)) = plan.engine_cases.first() {
             measure_engine(&loaded, &fconfig, batch, prompt, plan.decode_steps)?;
         }
@@ -443,6 +415,7 @@ pub fn calibrate_cpu(opts: &CalibrateOptions) -> Result<Calibrated, CalibrateErr
         for _ in 0..plan.format_rounds {
             for &(batch, prompt) in &plan.engine_cases {
                 for m in measure_engine(&loaded, &fconfig, batch, prompt, plan.decode_steps)? {
+                    log(&format!("  {} {:<22} {:>10.2} ms", format.label(), m.label, m.seconds * 1e3));
                     match fsteps.iter_mut().find(|s| s.label == m.label) {
                         Some(s) => s.seconds = s.seconds.min(m.seconds),
                         None => fsteps.push(m),
@@ -450,13 +423,23 @@ pub fn calibrate_cpu(opts: &CalibrateOptions) -> Result<Calibrated, CalibrateErr
                 }
             }
         }
-        let before: Vec<f64> = fsteps
-            .iter()
-            .map(|s| StepModel::new(&profile, &model, &fconfig).seconds(&s.shape))
-            .collect();
-        let scales = fit_scales(&profile, &model, &fconfig, &fsteps);
-        let class = OpClass::linear(fconfig.weight_format());
-        if let Some(curve) = profile.calibration.efficiency.get_mut(&class) {
+        groups.push((format, fconfig, fsteps));
+    }
+
+    // 5. One fit over every format's steps: a factor per format and row bin on its linear
+    //    ops, and the step and per-sample overheads shared by all (the formats' different
+    //    linear costs are what tell the overheads apart from the linear time).
+    let kernel_only: Vec<Vec<f64>> = groups
+        .iter()
+        .map(|(_, c, st)| {
+            st.iter().map(|s| StepModel::new(&profile, &model, c).seconds(&s.shape)).collect()
+        })
+        .collect();
+    let parts: Vec<(&EngineConfig, &[MeasuredStep])> =
+        groups.iter().map(|(_, c, st)| (c, st.as_slice())).collect();
+    let joint = fit_joint(&profile, &model, &parts);
+    for ((format, _, _), scales) in groups.iter().zip(&joint.scales) {
+        if let Some(curve) = profile.calibration.efficiency.get_mut(&OpClass::linear(*format)) {
             for p in &mut curve.points {
                 p.efficiency /= scales[bin_of(p.size)];
             }
@@ -466,9 +449,21 @@ pub fn calibrate_cpu(opts: &CalibrateOptions) -> Result<Calibrated, CalibrateErr
             format.label(),
             scales.iter().map(|a| format!("{:.2}", 1.0 / a)).collect::<Vec<_>>().join(" ")
         ));
-        let sm = StepModel::new(&profile, &model, &fconfig);
-        fit.extend(fsteps.iter().zip(&before).map(|(s, k)| FitRow {
-            shape: format!("{} {}", format.label(), s.label),
+    }
+    let correction: Vec<(f64, f64)> = std::iter::once(1.0)
+        .chain(bin_edges())
+        .zip(joint.scales[0])
+        .map(|(from, a)| (from, 1.0 / a))
+        .collect();
+    profile.calibration.step_overhead_us = joint.step_us;
+    profile.calibration.sample_overhead_us = joint.sample_us;
+    let mut fit: Vec<FitRow> = Vec::new();
+    for (((format, c, st), before), first) in
+        groups.iter().zip(&kernel_only).zip(std::iter::once(true).chain(std::iter::repeat(false)))
+    {
+        let sm = StepModel::new(&profile, &model, c);
+        fit.extend(st.iter().zip(before).map(|(s, k)| FitRow {
+            shape: if first { s.label.clone() } else { format!("{} {}", format.label(), s.label) },
             measured_ms: s.seconds * 1e3,
             predicted_ms: sm.seconds(&s.shape) * 1e3,
             kernel_only_ms: k * 1e3,
@@ -925,6 +920,7 @@ const BINS: usize = 3;
 
 /// What the engine steps say about the kernel-level profile: a factor on the linear ops'
 /// predicted time per row bin, and the fixed costs.
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct StepFit {
     scales: [f64; BINS],
@@ -969,106 +965,100 @@ fn split_linear(
         .collect()
 }
 
-/// Fits `measured ≈ Σ_b a_b·linear_b + other + s + n·c` over the steps, minimizing the sum of
-/// squared *relative* errors (so long prefills do not drown short decodes), with `a_b > 0`
-/// and `s, c ≥ 0`.
-///
-/// Few unknowns, sign-constrained: every subset of the overheads is solved by weighted normal
-/// equations and the best feasible solution kept (the active-set method, enumerated; no kept
-/// crate solves NNLS). A bin with no data keeps factor 1.
+/// Fits `measured ≈ Σ_b a_b·linear_b + other + s + n·c` over one format's steps (see
+/// [`fit_joint`]).
+#[cfg(test)]
 fn fit_steps(
     profile: &HardwareProfile,
     model: &ModelConfig,
     config: &EngineConfig,
     steps: &[MeasuredStep],
 ) -> StepFit {
-    const N: usize = BINS + 2;
-    let parts = split_linear(profile, model, config, steps);
-    // Columns: the bins' linear seconds, 1 (step), samples; target measured − other.
-    let rows: Vec<([f64; N], f64, f64)> = steps
-        .iter()
-        .zip(&parts)
-        .map(|(s, (linear, other))| {
-            let mut a = [0.0; N];
-            a[..BINS].copy_from_slice(linear);
-            a[BINS] = 1.0;
-            a[BINS + 1] = s.shape.samples as f64;
-            (a, s.seconds - other, 1.0 / s.seconds)
-        })
-        .collect();
+    let joint = fit_joint(profile, model, &[(config, steps)]);
+    StepFit { scales: joint.scales[0], step_us: joint.step_us, sample_us: joint.sample_us }
+}
+
+/// What the engine steps of several weight formats say: a factor per format and row bin on
+/// the linear ops' predicted time, and the overheads all formats share.
+#[derive(Debug, Clone, PartialEq)]
+struct JointFit {
+    /// Per group, in order.
+    scales: Vec<[f64; BINS]>,
+    step_us: f64,
+    sample_us: f64,
+}
+
+/// Fits `measured ≈ Σ_b a_{f,b}·linear_{f,b} + other + s + n·c` over the steps of every group
+/// (a format's config and its steps), minimizing the sum of squared *relative* errors (so long
+/// prefills do not drown short decodes), with every `a > 0` and `s, c ≥ 0`.
+///
+/// Few unknowns, sign-constrained: every subset of the overheads is solved by weighted normal
+/// equations and the best feasible solution kept (the active-set method, enumerated; no kept
+/// crate solves NNLS). A bin with no data keeps factor 1.
+fn fit_joint(
+    profile: &HardwareProfile,
+    model: &ModelConfig,
+    groups: &[(&EngineConfig, &[MeasuredStep])],
+) -> JointFit {
+    let scale_cols = groups.len() * BINS;
+    let n = scale_cols + 2;
+    // Columns: each group's bins' linear seconds, 1 (step), samples; target measured − other.
+    let mut rows: Vec<(Vec<f64>, f64, f64)> = Vec::new();
+    for (g, (config, steps)) in groups.iter().enumerate() {
+        let parts = split_linear(profile, model, config, steps);
+        for (s, (linear, other)) in steps.iter().zip(&parts) {
+            let mut a = vec![0.0; n];
+            a[g * BINS..(g + 1) * BINS].copy_from_slice(linear);
+            a[scale_cols] = 1.0;
+            a[scale_cols + 1] = s.shape.samples as f64;
+            rows.push((a, s.seconds - other, 1.0 / s.seconds));
+        }
+    }
     let has = |j: usize| rows.iter().any(|r| r.0[j] > 0.0);
-    let mut default = [0.0; N];
-    default[..BINS].fill(1.0);
-    let mut best: Option<(f64, [f64; N])> = None;
+    let mut default = vec![0.0; n];
+    default[..scale_cols].fill(1.0);
+    let mut best: Option<(f64, Vec<f64>)> = None;
     for mask in 0..4u32 {
-        let mut cols: Vec<usize> = (0..BINS).filter(|&j| has(j)).collect();
-        cols.extend((0..2).filter(|b| mask & (1 << b) != 0).map(|b| b + BINS));
-        let Some(sol) = weighted_least_squares(&rows, &cols) else { continue };
-        let mut x = default;
+        let mut cols: Vec<usize> = (0..scale_cols).filter(|&j| has(j)).collect();
+        cols.extend((0..2).filter(|b| mask & (1 << b) != 0).map(|b| b + scale_cols));
+        let Some(sol) = weighted_least_squares(&rows, &cols, scale_cols) else { continue };
+        let mut x = default.clone();
         for (&j, v) in cols.iter().zip(&sol) {
             x[j] = *v;
         }
-        if x[..BINS].iter().any(|&v| v <= 0.0) || x[BINS..].iter().any(|&v| v < 0.0) {
+        if x[..scale_cols].iter().any(|&v| v <= 0.0) || x[scale_cols..].iter().any(|&v| v < 0.0)
+        {
             continue;
         }
         let sse: f64 = rows
             .iter()
             .map(|(a, y, w)| {
-                let pred: f64 = (0..N).map(|j| a[j] * x[j]).sum();
+                let pred: f64 = (0..n).map(|j| a[j] * x[j]).sum();
                 (w * (y - pred)).powi(2)
             })
             .sum();
-        if best.is_none_or(|(b, _)| sse < b) {
+        if best.as_ref().is_none_or(|(b, _)| sse < *b) {
             best = Some((sse, x));
         }
     }
     let x = best.map_or(default, |b| b.1);
-    let mut scales = [1.0; BINS];
-    scales.copy_from_slice(&x[..BINS]);
-    StepFit { scales, step_us: x[BINS] * 1e6, sample_us: x[BINS + 1] * 1e6 }
-}
-
-/// Fits only the per-bin factors on the linear ops of `config`'s format, the overheads held
-/// at the profile's: `measured − other − s − n·c ≈ Σ_b a_b·linear_b`, relative errors, every
-/// `a_b > 0` (a bin without data, or whose fit is not positive, keeps 1).
-fn fit_scales(
-    profile: &HardwareProfile,
-    model: &ModelConfig,
-    config: &EngineConfig,
-    steps: &[MeasuredStep],
-) -> [f64; BINS] {
-    const N: usize = BINS + 2;
-    let c = &profile.calibration;
-    let parts = split_linear(profile, model, config, steps);
-    let rows: Vec<([f64; N], f64, f64)> = steps
-        .iter()
-        .zip(&parts)
-        .map(|(s, (linear, other))| {
-            let mut a = [0.0; N];
-            a[..BINS].copy_from_slice(linear);
-            let fixed =
-                c.step_overhead_us * 1e-6 + s.shape.samples as f64 * c.sample_overhead_us * 1e-6;
-            (a, s.seconds - other - fixed, 1.0 / s.seconds)
+    let scales = (0..groups.len())
+        .map(|g| {
+            let mut s = [1.0; BINS];
+            s.copy_from_slice(&x[g * BINS..(g + 1) * BINS]);
+            s
         })
         .collect();
-    let cols: Vec<usize> = (0..BINS).filter(|&j| rows.iter().any(|r| r.0[j] > 0.0)).collect();
-    let mut scales = [1.0; BINS];
-    if let Some(sol) = weighted_least_squares(&rows, &cols) {
-        for (&j, v) in cols.iter().zip(&sol) {
-            if *v > 0.0 {
-                scales[j] = *v;
-            }
-        }
-    }
-    scales
+    JointFit { scales, step_us: x[scale_cols] * 1e6, sample_us: x[scale_cols + 1] * 1e6 }
 }
 
 /// Solves the weighted normal equations of `y ≈ Σ_j a_j x_j` over columns `cols`; a scale
-/// column (`j < BINS`) not listed enters with coefficient 1, an overhead column with 0.
+/// column (`j < scale_cols`) not listed enters with coefficient 1, an overhead column with 0.
 /// `None` when singular.
-fn weighted_least_squares<const N: usize>(
-    rows: &[([f64; N], f64, f64)],
+fn weighted_least_squares(
+    rows: &[(Vec<f64>, f64, f64)],
     cols: &[usize],
+    scale_cols: usize,
 ) -> Option<Vec<f64>> {
     let k = cols.len();
     if k == 0 {
@@ -1076,7 +1066,7 @@ fn weighted_least_squares<const N: usize>(
     }
     let mut m = vec![vec![0.0; k + 1]; k];
     for (a, y, w) in rows {
-        let fixed: f64 = (0..BINS).filter(|j| !cols.contains(j)).map(|j| a[j]).sum();
+        let fixed: f64 = (0..scale_cols).filter(|j| !cols.contains(j)).map(|j| a[j]).sum();
         let w2 = w * w;
         for (r, &jr) in cols.iter().enumerate() {
             for (c, &jc) in cols.iter().enumerate() {
