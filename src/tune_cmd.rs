@@ -23,6 +23,7 @@ use dyno_tuner::strategy::StrategyKind;
 use dyno_tuner::study::{
     self, Feasibility, Progress, StudyReport, StudySettings, WorkerOptions, this_worker,
 };
+use dyno_tuner::validate;
 use dyno_workloads::{LoadOverrides, Slo, Workload};
 
 use crate::record_args::{DbArgs, block_on};
@@ -1002,10 +1003,42 @@ async fn load_study(
     Ok((study_row, settings, trials))
 }
 
+/// The study named `name` with its trials, when it is a validation study (`dyno validate`).
+async fn validation_study(
+    db: &DbArgs,
+    name: &str,
+) -> Result<Option<(dyno_results::store::Study, Vec<dyno_results::store::Trial>)>> {
+    let store = db.open().await?;
+    match store.study_by_name(name).await? {
+        Some(st) if validate::is_validation(&st.settings) => {
+            let trials = store.trials(st.id).await?;
+            Ok(Some((st, trials)))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Runs `dyno study ...`.
 pub fn run_study(args: StudyArgs) -> Result<()> {
     match args.command {
         StudyCommand::Show { name, json, db } => block_on(async move {
+            if let Some((study_row, trials)) = validation_study(&db, &name).await? {
+                let rows = validate::rows_from_study(&study_row, &trials);
+                if json {
+                    let settings = &study_row.settings;
+                    let out = serde_json::json!({ "name": study_row.name, "settings": settings, "rows": rows });
+                    println!("{}", serde_json::to_string_pretty(&out)?);
+                } else {
+                    println!(
+                        "validation study `{}` (id {}): {}",
+                        study_row.name, study_row.id, study_row.objective
+                    );
+                    print!("{}", validate::render_table(&rows));
+                    println!();
+                    print!("{}", validate::render_figures(&rows));
+                }
+                return Ok(());
+            }
             let (study_row, settings, trials) = load_study(&db, &name).await?;
             let report = study::report(&study_row, &settings, &trials);
             if json {

@@ -76,6 +76,13 @@ fn validate_stores_predicted_and_measured_and_prints_the_errors() {
         assert!(m["request_throughput"].as_f64().expect("tput") > 0.0);
     }
 
+    // `dyno study show` renders a validation study as its error table.
+    let show = dyno(dir.path(), &["study", "show", "v1"]);
+    assert!(show.status.success(), "{}", text(&show.stderr));
+    let shown = text(&show.stdout);
+    assert!(shown.contains("validation study `v1`") && shown.contains("mean |error|"), "{shown}");
+    assert_eq!(shown.lines().filter(|l| l.starts_with("a ") || l.starts_with("b ")).count(), 4);
+
     // A second run under the same name is refused and changes nothing.
     let again = dyno(
         dir.path(),

@@ -406,8 +406,7 @@ pub fn calibrate_cpu(opts: &CalibrateOptions) -> Result<Calibrated, CalibrateErr
         };
         fconfig.set_weight_format(format);
         log(&format!("loading {} at {} for its engine steps", model.name, format.label()));
-        let loaded =
-            Arc::new(Model::load(&model, &RandomWeights { seed: config.seed }, &fconfig)?);
+        let loaded = Arc::new(Model::load(&model, &RandomWeights { seed: config.seed }, &fconfig)?);
         if let Some(&(batch, prompt)) = plan.engine_cases.first() {
             measure_engine(&loaded, &fconfig, batch, prompt, plan.decode_steps)?;
         }
@@ -415,7 +414,12 @@ pub fn calibrate_cpu(opts: &CalibrateOptions) -> Result<Calibrated, CalibrateErr
         for _ in 0..plan.format_rounds {
             for &(batch, prompt) in &plan.engine_cases {
                 for m in measure_engine(&loaded, &fconfig, batch, prompt, plan.decode_steps)? {
-                    log(&format!("  {} {:<22} {:>10.2} ms", format.label(), m.label, m.seconds * 1e3));
+                    log(&format!(
+                        "  {} {:<22} {:>10.2} ms",
+                        format.label(),
+                        m.label,
+                        m.seconds * 1e3
+                    ));
                     match fsteps.iter_mut().find(|s| s.label == m.label) {
                         Some(s) => s.seconds = s.seconds.min(m.seconds),
                         None => fsteps.push(m),
@@ -1026,8 +1030,7 @@ fn fit_joint(
         for (&j, v) in cols.iter().zip(&sol) {
             x[j] = *v;
         }
-        if x[..scale_cols].iter().any(|&v| v <= 0.0) || x[scale_cols..].iter().any(|&v| v < 0.0)
-        {
+        if x[..scale_cols].iter().any(|&v| v <= 0.0) || x[scale_cols..].iter().any(|&v| v < 0.0) {
             continue;
         }
         let sse: f64 = rows

@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 
 use dyno_engine::config::{BatchPolicy, EngineConfig, Priority};
 use dyno_engine::{ModelConfig, WeightFormat};
+use dyno_results::store::{Study, Trial};
 use serde::{Deserialize, Serialize};
 
 use crate::evaluate::{MeasuredEvaluator, SimulatedEvaluator};
@@ -115,6 +116,32 @@ pub fn check_cases(model: &ModelConfig, cases: &[ValidationCase]) -> Result<(), 
             .map_err(|e| format!("case `{}`: {}: {}", c.name, e.field, e.reason))?;
     }
     Ok(())
+}
+
+/// The rows of a stored validation study: case names from the study's `search_space.cases`
+/// (in trial order), predictions and measurements from its trials.
+pub fn rows_from_study(study: &Study, trials: &[Trial]) -> Vec<ValidationRow> {
+    let names = study.search_space.get("cases").and_then(serde_json::Value::as_array);
+    trials
+        .iter()
+        .filter_map(|t| {
+            let predicted: TrialMetrics = serde_json::from_value(t.predicted.clone()?).ok()?;
+            let name = names
+                .and_then(|n| n.get(t.number as usize))
+                .and_then(serde_json::Value::as_str)
+                .map_or_else(|| format!("trial {}", t.number), str::to_string);
+            let measured = match &t.measured {
+                Some(m) => serde_json::from_value(m.clone()).map_err(|e| e.to_string()),
+                None => Err(t.error.clone().unwrap_or_else(|| format!("{}", t.status))),
+            };
+            Some(ValidationRow { name, predicted, measured })
+        })
+        .collect()
+}
+
+/// Whether a stored study's settings are a validation study's.
+pub fn is_validation(settings: &serde_json::Value) -> bool {
+    settings.get("kind").and_then(serde_json::Value::as_str) == Some("validation")
 }
 
 /// The error table: per case, predicted and measured throughput and the relative error of
