@@ -122,12 +122,8 @@ impl MeasuredEvaluator {
         // and an overloaded candidate's run ends in bounded time.
         let mut client = Client::new(running.spec.clone(), 256, self.trial_timeout)
             .map_err(|e| e.to_string())?;
-        if let (Some(ttft), Some(tpot)) = (slo.ttft_p99_ms, slo.tpot_p99_ms) {
-            client = client.with_slo_deadline(SloDeadline {
-                ttft_s: ttft / 1e3,
-                tpot_s: tpot / 1e3,
-                grace_s: 1.0,
-            });
+        if let Some(deadline) = slo_deadline(slo) {
+            client = client.with_slo_deadline(deadline);
         }
         let requests = self.requests_at(fidelity);
         let summary = SummaryOptions { max_lag_s: self.max_lag_s };
@@ -160,37 +156,7 @@ impl MeasuredEvaluator {
             }
             Ok::<_, String>(report)
         };
-        match self.level {
-            LoadLevel::FixedRate { rate } => {
-                let report = once(rate).await?;
-                Ok(TrialMetrics::from_report(&report, rate, 1, 0.0))
-            }
-            LoadLevel::MaxRateUnderSlo { start_rate, tolerance, max_probes } => {
-                let opts = SearchOptions {
-                    start_rate: rate_hint.unwrap_or(start_rate),
-                    tolerance,
-                    max_probes,
-                    ..SearchOptions::default()
-                };
-                let search = max_rate_under_slo(&opts, |rate| {
-                    let once = &once;
-                    async move {
-                        let report = once(rate).await?;
-                        let passed = report.slo_met.unwrap_or(true);
-                        Ok::<_, String>((passed, report))
-                    }
-                })
-                .await?;
-                let probes = search.probes.len();
-                // The best passing rate; when none passed, the lowest rate tried (its goodput
-                // is what the candidate manages at all).
-                let chosen = search
-                    .best()
-                    .or_else(|| search.probes.iter().min_by(|a, b| a.rate.total_cmp(&b.rate)));
-                let probe = chosen.ok_or("the rate search ran no load test")?;
-                Ok(TrialMetrics::from_report(&probe.result, probe.rate, probes, 0.0))
-            }
-        }
+        at_level(self.level, rate_hint, once).await
     }
 }
 
@@ -205,6 +171,55 @@ impl Evaluator for MeasuredEvaluator {
         {
             Ok(result) => result,
             Err(_) => Err(format!("timeout: the trial ran past {:?}", self.trial_timeout)),
+        }
+    }
+}
+
+/// When a request is abandoned under `slo` (both a TTFT and a TPOT bound, and a second of
+/// grace): the same rule for measured and simulated trials, so their goodputs compare.
+fn slo_deadline(slo: &dyno_workloads::Slo) -> Option<SloDeadline> {
+    let (ttft, tpot) = (slo.ttft_p99_ms?, slo.tpot_p99_ms?);
+    Some(SloDeadline { ttft_s: ttft / 1e3, tpot_s: tpot / 1e3, grace_s: 1.0 })
+}
+
+/// The trial's figures at `level`, with `once(rate)` producing one run's report: one run at a
+/// fixed rate, or the highest rate meeting the SLOs (double, then bisect; starting from
+/// `rate_hint` when given). When no rate passes, the lowest rate tried stands (its goodput is
+/// what the candidate manages at all).
+async fn at_level<F, Fut>(
+    level: LoadLevel,
+    rate_hint: Option<f64>,
+    once: F,
+) -> Result<TrialMetrics, String>
+where
+    F: Fn(f64) -> Fut,
+    Fut: Future<Output = Result<LoadReport, String>>,
+{
+    match level {
+        LoadLevel::FixedRate { rate } => {
+            let report = once(rate).await?;
+            Ok(TrialMetrics::from_report(&report, rate, 1, 0.0))
+        }
+        LoadLevel::MaxRateUnderSlo { start_rate, tolerance, max_probes } => {
+            let opts = SearchOptions {
+                start_rate: rate_hint.unwrap_or(start_rate),
+                tolerance,
+                max_probes,
+                ..SearchOptions::default()
+            };
+            let search = max_rate_under_slo(&opts, |rate| {
+                let run = once(rate);
+                async move {
+                    let report = run.await?;
+                    Ok::<_, String>((report.slo_met.unwrap_or(true), report))
+                }
+            })
+            .await?;
+            let chosen = search
+                .best()
+                .or_else(|| search.probes.iter().min_by(|a, b| a.rate.total_cmp(&b.rate)));
+            let probe = chosen.ok_or("the rate search ran no load test")?;
+            Ok(TrialMetrics::from_report(&probe.result, probe.rate, search.probes.len(), 0.0))
         }
     }
 }
@@ -243,13 +258,7 @@ impl SimulatedEvaluator {
     ) -> Result<(LoadReport, SimOutcome), String> {
         let step_model =
             StepModel::new(&self.profile, &self.model, config).with_routing_skew(self.routing_skew);
-        let slo = &self.workload.slo;
-        let slo_deadline = match (slo.ttft_p99_ms, slo.tpot_p99_ms) {
-            (Some(ttft), Some(tpot)) => {
-                Some(SloDeadline { ttft_s: ttft / 1e3, tpot_s: tpot / 1e3, grace_s: 1.0 })
-            }
-            _ => None,
-        };
+        let slo_deadline = slo_deadline(&self.workload.slo);
         let overrides = LoadOverrides {
             rate: Some(rate),
             concurrency: None,
@@ -282,33 +291,11 @@ impl Evaluator for SimulatedEvaluator {
         fidelity: f64,
         rate_hint: Option<f64>,
     ) -> Result<TrialMetrics, String> {
-        match self.level {
-            LoadLevel::FixedRate { rate } => {
-                let (report, _) = self.run_at(config, rate, self.requests_at(rate, fidelity))?;
-                Ok(TrialMetrics::from_report(&report, rate, 1, 0.0))
-            }
-            LoadLevel::MaxRateUnderSlo { start_rate, tolerance, max_probes } => {
-                let opts = SearchOptions {
-                    start_rate: rate_hint.unwrap_or(start_rate),
-                    tolerance,
-                    max_probes,
-                    ..SearchOptions::default()
-                };
-                let search = max_rate_under_slo(&opts, |rate| {
-                    let run = self.run_at(config, rate, self.requests_at(rate, fidelity));
-                    async move {
-                        let (report, _) = run?;
-                        Ok::<_, String>((report.slo_met.unwrap_or(true), report))
-                    }
-                })
-                .await?;
-                let chosen = search
-                    .best()
-                    .or_else(|| search.probes.iter().min_by(|a, b| a.rate.total_cmp(&b.rate)));
-                let probe = chosen.ok_or("the rate search ran no simulation")?;
-                Ok(TrialMetrics::from_report(&probe.result, probe.rate, search.probes.len(), 0.0))
-            }
-        }
+        let once = |rate: f64| {
+            let run = self.run_at(config, rate, self.requests_at(rate, fidelity));
+            async move { run.map(|(report, _)| report) }
+        };
+        at_level(self.level, rate_hint, once).await
     }
 
     fn predicts(&self) -> bool {

@@ -679,6 +679,36 @@ fn stalled_in(observed: &[Observation], patience: usize) -> bool {
     recent.iter().all(|&v| v <= best_before * 1.01 || !v.is_finite())
 }
 
+/// Puts the running trials of dead local workers back in the queue; how many.
+async fn requeue_dead(store: &Store, study: &Study) -> Result<u64, StudyError> {
+    let dead: Vec<String> = store
+        .running_trials(study.id)
+        .await?
+        .into_iter()
+        .filter_map(|t| t.worker)
+        .filter(|w| is_dead_local_worker(w))
+        .collect();
+    if dead.is_empty() { Ok(0) } else { Ok(store.requeue_trials(study.id, &dead).await?) }
+}
+
+/// Queues the baseline (the base config at full fidelity, what results are compared to)
+/// when it is a feasible point of the space; a study that has it already keeps it.
+async fn enqueue_baseline(
+    store: &Store,
+    study: &Study,
+    settings: &StudySettings,
+    feasible: &Feasibility<'_>,
+) -> Result<(), StudyError> {
+    if let Some(point) = settings.space.point_of(&settings.base)
+        && feasible.check(&point).is_ok()
+    {
+        let t = new_trial(settings, feasible.model, &point, 1.0, true, 0)
+            .map_err(StudyError::Invalid)?;
+        store.enqueue_trial(study.id, &t).await?;
+    }
+    Ok(())
+}
+
 /// Runs one worker of study `study` until the budget, the strategy, the time budget or the
 /// patience ends it. Trials of dead local workers are requeued first.
 pub async fn run_worker<E: Evaluator>(
@@ -691,25 +721,9 @@ pub async fn run_worker<E: Evaluator>(
     mut progress: impl FnMut(Progress<'_>),
 ) -> Result<WorkerSummary, StudyError> {
     let started = Instant::now();
-    let mut summary = WorkerSummary::default();
-    let dead: Vec<String> = store
-        .running_trials(study.id)
-        .await?
-        .into_iter()
-        .filter_map(|t| t.worker)
-        .filter(|w| is_dead_local_worker(w))
-        .collect();
-    if !dead.is_empty() {
-        summary.requeued = store.requeue_trials(study.id, &dead).await?;
-    }
-    // The baseline first: the base config at full fidelity, what results are compared to.
-    if let Some(point) = settings.space.point_of(&settings.base)
-        && feasible.check(&point).is_ok()
-    {
-        let t = new_trial(settings, feasible.model, &point, 1.0, true, 0)
-            .map_err(StudyError::Invalid)?;
-        store.enqueue_trial(study.id, &t).await?;
-    }
+    let mut summary =
+        WorkerSummary { requeued: requeue_dead(store, study).await?, ..Default::default() };
+    enqueue_baseline(store, study, settings, feasible).await?;
     let strategy = strategy::build(settings.strategy);
     let space = settings.space.strategy_space();
     let is_feasible = |p: &[usize]| feasible.check(p).is_ok();
@@ -924,24 +938,9 @@ pub async fn run_local<E: Evaluator>(
     mut progress: impl FnMut(Progress<'_>),
 ) -> Result<WorkerSummary, StudyError> {
     let started = Instant::now();
-    let mut summary = WorkerSummary::default();
-    let dead: Vec<String> = store
-        .running_trials(study.id)
-        .await?
-        .into_iter()
-        .filter_map(|t| t.worker)
-        .filter(|w| is_dead_local_worker(w))
-        .collect();
-    if !dead.is_empty() {
-        summary.requeued = store.requeue_trials(study.id, &dead).await?;
-    }
-    if let Some(point) = settings.space.point_of(&settings.base)
-        && feasible.check(&point).is_ok()
-    {
-        let t = new_trial(settings, feasible.model, &point, 1.0, true, 0)
-            .map_err(StudyError::Invalid)?;
-        store.enqueue_trial(study.id, &t).await?;
-    }
+    let mut summary =
+        WorkerSummary { requeued: requeue_dead(store, study).await?, ..Default::default() };
+    enqueue_baseline(store, study, settings, feasible).await?;
     let strategy = strategy::build(settings.strategy);
     let space = settings.space.strategy_space();
     let is_feasible = |p: &[usize]| feasible.check(p).is_ok();
