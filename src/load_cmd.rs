@@ -38,25 +38,9 @@ pub struct LoadArgs {
     /// Built-in target: a safetensors checkpoint directory instead of random weights.
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
-    /// Open loop at this many requests per second.
-    #[arg(long, conflicts_with = "concurrency")]
-    pub rate: Option<f64>,
-    /// Closed loop with this many requests in flight.
-    #[arg(long)]
-    pub concurrency: Option<usize>,
-    /// Open loop: one run per rate, comma-separated.
-    #[arg(long, value_delimiter = ',', conflicts_with_all = ["rate", "concurrency", "max_rate_under_slo"])]
-    pub sweep: Option<Vec<f64>>,
-    /// Find the highest open-loop rate whose run meets the workload's SLOs (double until a
-    /// run fails, then bisect to 5%), starting at --rate or 1 req/s.
-    #[arg(long, conflicts_with = "concurrency")]
-    pub max_rate_under_slo: bool,
-    /// Measured requests per run (warm-up comes on top).
-    #[arg(long, conflicts_with = "duration")]
-    pub requests: Option<usize>,
-    /// Seconds of arrivals per run.
-    #[arg(long)]
-    pub duration: Option<f64>,
+    /// The load: rate, concurrency, sweep or rate search; requests or duration.
+    #[command(flatten)]
+    pub level: LoadLevelArgs,
     /// Open loop: at most this many requests in flight (a held request counts as schedule lag).
     #[arg(long)]
     pub max_concurrency: Option<usize>,
@@ -93,47 +77,89 @@ pub struct LoadArgs {
     pub record: RecordArgs,
 }
 
+/// The load of a run, shared by `dyno load` and `dyno simulate`.
+#[derive(Debug, Args)]
+pub struct LoadLevelArgs {
+    /// Open loop at this many requests per second.
+    #[arg(long, conflicts_with = "concurrency")]
+    pub rate: Option<f64>,
+    /// Closed loop with this many requests in flight.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Open loop: one run per rate, comma-separated.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["rate", "concurrency", "max_rate_under_slo"])]
+    pub sweep: Option<Vec<f64>>,
+    /// Find the highest open-loop rate whose run meets the workload's SLOs (double until a
+    /// run fails, then bisect to 5%), starting at --rate or 1 req/s.
+    #[arg(long, conflicts_with = "concurrency")]
+    pub max_rate_under_slo: bool,
+    /// Measured requests per run (warm-up comes on top).
+    #[arg(long, conflicts_with = "duration")]
+    pub requests: Option<usize>,
+    /// Seconds of arrivals per run.
+    #[arg(long)]
+    pub duration: Option<f64>,
+}
+
+impl LoadLevelArgs {
+    /// Checks the values on their own and against `workload` (a rate search needs SLOs);
+    /// the error names the flag.
+    pub fn check(&self, workload: &Workload, shown: &str) -> Result<()> {
+        if self.max_rate_under_slo && workload.slo.is_empty() {
+            bail!(
+                "--max-rate-under-slo: workload `{shown}` has no SLOs (add `slo:` with \
+                 ttft_p99_ms, tpot_p99_ms or e2el_p99_ms)"
+            );
+        }
+        for (flag, v) in [("--rate", self.rate), ("--duration", self.duration)] {
+            if let Some(v) = v
+                && !(v.is_finite() && v > 0.0)
+            {
+                bail!("{flag} {v}: must be a positive number");
+            }
+        }
+        if let Some(rates) = &self.sweep
+            && let Some(bad) = rates.iter().find(|r| !(r.is_finite() && **r > 0.0))
+        {
+            bail!("--sweep: rate {bad} must be a positive number");
+        }
+        Ok(())
+    }
+
+    /// The overrides of the workload's own load settings.
+    pub fn overrides(&self) -> LoadOverrides {
+        LoadOverrides {
+            rate: self.rate,
+            concurrency: self.concurrency,
+            requests: self.requests,
+            duration_s: self.duration,
+        }
+    }
+
+    /// One run, a sweep, or the rate search (from --rate or 1 req/s).
+    pub fn mode(&self) -> LoadMode {
+        match (&self.sweep, self.max_rate_under_slo) {
+            (Some(rates), _) => LoadMode::Sweep(rates.clone()),
+            (None, true) => LoadMode::MaxRateUnderSlo(SearchOptions {
+                start_rate: self.rate.unwrap_or(1.0),
+                ..SearchOptions::default()
+            }),
+            (None, false) => LoadMode::Single,
+        }
+    }
+}
+
 /// Runs `dyno load`.
 pub fn run_load_cmd(a: LoadArgs) -> Result<()> {
     let workload = Workload::load(&a.workload)?;
-    if a.max_rate_under_slo && workload.slo.is_empty() {
-        bail!(
-            "--max-rate-under-slo: workload `{}` has no SLOs (add `slo:` with ttft_p99_ms, \
-             tpot_p99_ms or e2el_p99_ms)",
-            a.workload
-        );
-    }
-    for (flag, v) in [("--rate", a.rate), ("--duration", a.duration)] {
-        if let Some(v) = v
-            && !(v.is_finite() && v > 0.0)
-        {
-            bail!("{flag} {v}: must be a positive number");
-        }
-    }
-    if let Some(rates) = &a.sweep
-        && let Some(bad) = rates.iter().find(|r| !(r.is_finite() && **r > 0.0))
-    {
-        bail!("--sweep: rate {bad} must be a positive number");
-    }
+    a.level.check(&workload, &a.workload)?;
     if a.client_threads == 0 {
         bail!("--client-threads must be at least 1");
     }
-    let overrides = LoadOverrides {
-        rate: a.rate,
-        concurrency: a.concurrency,
-        requests: a.requests,
-        duration_s: a.duration,
-    };
+    let overrides = a.level.overrides();
     // Fail on a bad workload/override before starting any server.
     let plan = workload.plan(&overrides)?;
-    let mode = match (&a.sweep, a.max_rate_under_slo) {
-        (Some(rates), _) => LoadMode::Sweep(rates.clone()),
-        (None, true) => LoadMode::MaxRateUnderSlo(SearchOptions {
-            start_rate: a.rate.unwrap_or(1.0),
-            ..SearchOptions::default()
-        }),
-        (None, false) => LoadMode::Single,
-    };
+    let mode = a.level.mode();
     let live = Arc::new(LiveStats::default());
     let spec = LoadSpec {
         workload: workload.clone(),
@@ -158,7 +184,7 @@ pub fn run_load_cmd(a: LoadArgs) -> Result<()> {
         let running = target.start().await?;
         eprintln!("dyno load: {} → {}", workload.name, running.description);
         let running_description = running.description.clone();
-        let pool = a.concurrency.or(a.max_concurrency).unwrap_or(256).max(64);
+        let pool = a.level.concurrency.or(a.max_concurrency).unwrap_or(256).max(64);
         let client = Client::new(running.spec.clone(), pool, timeout)?;
         let total = plan_total(&plan);
         let _progress = (!a.no_progress && matches!(spec.mode, LoadMode::Single))

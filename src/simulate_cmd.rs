@@ -11,13 +11,13 @@ use dyno_harness::RunOptions;
 use dyno_harness::load::{LoadMode, LoadOutcome, LoadSpec, run_load_with};
 use dyno_harness::metrics::{LoadReport, SummaryOptions};
 use dyno_harness::report::{JsonReport, render_outcome};
-use dyno_harness::search::SearchOptions;
 use dyno_tuner::constraints::{self, Limits};
 use dyno_tuner::hardware::{HardwareProfile, resolve_target};
 use dyno_tuner::simulate::{SimOptions, simulate};
 use dyno_tuner::step_model::StepModel;
 use dyno_workloads::{LoadOverrides, Workload};
 
+use crate::load_cmd::LoadLevelArgs;
 use crate::record_args::block_on;
 
 /// Arguments of `dyno simulate`.
@@ -46,24 +46,9 @@ pub struct SimulateArgs {
     /// Workload preset or YAML file.
     #[arg(long, default_value = "chat")]
     pub workload: String,
-    /// Open loop at this many requests per second.
-    #[arg(long, conflicts_with = "concurrency")]
-    pub rate: Option<f64>,
-    /// Closed loop with this many requests in flight.
-    #[arg(long)]
-    pub concurrency: Option<usize>,
-    /// Open loop: one run per rate, comma-separated.
-    #[arg(long, value_delimiter = ',', conflicts_with_all = ["rate", "concurrency", "max_rate_under_slo"])]
-    pub sweep: Option<Vec<f64>>,
-    /// Find the highest open-loop rate whose run meets the workload's SLOs.
-    #[arg(long, conflicts_with = "concurrency")]
-    pub max_rate_under_slo: bool,
-    /// Requests per run (warm-up comes on top).
-    #[arg(long, conflicts_with = "duration")]
-    pub requests: Option<usize>,
-    /// Seconds of arrivals per run.
-    #[arg(long)]
-    pub duration: Option<f64>,
+    /// The load: rate, concurrency, sweep or rate search; requests or duration.
+    #[command(flatten)]
+    pub level: LoadLevelArgs,
     /// Zipf-like skew of expert routing (0: uniform).
     #[arg(long, default_value_t = 0.0)]
     pub routing_skew: f64,
@@ -142,25 +127,11 @@ pub fn longest_prompt(workload: &Workload, overrides: &LoadOverrides) -> Result<
 /// Runs `dyno simulate`.
 pub fn run_simulate(a: SimulateArgs) -> Result<()> {
     let workload = Workload::load(&a.workload)?;
-    for (flag, v) in [("--rate", a.rate), ("--duration", a.duration)] {
-        if let Some(v) = v
-            && !(v.is_finite() && v > 0.0)
-        {
-            bail!("{flag} {v}: must be a positive number");
-        }
-    }
+    a.level.check(&workload, &a.workload)?;
     if !(a.routing_skew.is_finite() && a.routing_skew >= 0.0) {
         bail!("--routing-skew {}: must be ≥ 0", a.routing_skew);
     }
-    if a.max_rate_under_slo && workload.slo.is_empty() {
-        bail!("--max-rate-under-slo: workload `{}` has no SLOs", a.workload);
-    }
-    let overrides = LoadOverrides {
-        rate: a.rate,
-        concurrency: a.concurrency,
-        requests: a.requests,
-        duration_s: a.duration,
-    };
+    let overrides = a.level.overrides();
     let target = sim_target(
         &a.hw,
         a.gpus,
@@ -172,14 +143,7 @@ pub fn run_simulate(a: SimulateArgs) -> Result<()> {
     )?;
     let step_model = StepModel::new(&target.profile, &target.model, &target.config)
         .with_routing_skew(a.routing_skew);
-    let mode = match (&a.sweep, a.max_rate_under_slo) {
-        (Some(rates), _) => LoadMode::Sweep(rates.clone()),
-        (None, true) => LoadMode::MaxRateUnderSlo(SearchOptions {
-            start_rate: a.rate.unwrap_or(1.0),
-            ..SearchOptions::default()
-        }),
-        (None, false) => LoadMode::Single,
-    };
+    let mode = a.level.mode();
     let spec = LoadSpec {
         workload: workload.clone(),
         overrides,
