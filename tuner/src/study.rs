@@ -777,8 +777,21 @@ pub async fn run_worker<E: Evaluator>(
     if opts.confirm > 0 && summary.stop != StopReason::Time {
         // Re-measure the best few and the baseline, so the winner is not merely the luckiest
         // measurement (each point's mean over its measurements decides).
+        // A study resumed after its confirmation round keeps that round's choice (the
+        // ranking it would redo is of means the round itself changed).
         let history = store.trials(study.id).await?;
-        for (point, baseline) in confirmation_points(&history, settings.goal, opts.confirm) {
+        let confirmed = history.iter().any(|t| {
+            t.params
+                .clone()
+                .and_then(|p| serde_json::from_value::<TrialParams>(p).ok())
+                .is_some_and(|p| p.confirm > 0)
+        });
+        let points = if confirmed {
+            Vec::new()
+        } else {
+            confirmation_points(&history, settings.goal, opts.confirm)
+        };
+        for (point, baseline) in points {
             let t = new_trial(settings, feasible.model, &point, 1.0, baseline, 1)
                 .map_err(StudyError::Invalid)?;
             store.enqueue_trial(study.id, &t).await?;
