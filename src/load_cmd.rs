@@ -9,7 +9,7 @@ use dyno_harness::metrics::SummaryOptions;
 use dyno_harness::null_server::NullServerConfig;
 use dyno_harness::progress::Progress;
 use dyno_harness::recording::outcome_results;
-use dyno_harness::report::{JsonReport, render_outcome};
+use dyno_harness::report::{outcome_json, render_outcome};
 use dyno_harness::search::SearchOptions;
 use dyno_harness::target::Target;
 use dyno_harness::{Client, LiveStats, RunOptions};
@@ -206,20 +206,7 @@ pub fn run_load_cmd(a: LoadArgs) -> Result<()> {
     })?;
     print!("{}", render_outcome(&outcome));
     if let Some(path) = &a.json {
-        let report_json = |r: &dyno_harness::LoadReport| {
-            serde_json::to_value(JsonReport::new(r).with_environment(env.clone()))
-        };
-        let json = match (&spec.mode, outcome.runs.as_slice()) {
-            (LoadMode::Single, [only]) => report_json(&only.report)?,
-            _ => serde_json::json!({
-                "runs": outcome
-                    .runs
-                    .iter()
-                    .map(|r| Ok(serde_json::json!({ "rate": r.rate, "report": report_json(&r.report)? })))
-                    .collect::<Result<Vec<_>, serde_json::Error>>()?,
-                "max_rate_under_slo": outcome.max_rate_under_slo.flatten(),
-            }),
-        };
+        let json = outcome_json(&spec.mode, &outcome, &env)?;
         std::fs::write(path, serde_json::to_string_pretty(&json)? + "\n")
             .with_context(|| format!("writing the JSON report to {}", path.display()))?;
     }

@@ -8,9 +8,9 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use dyno_engine::{EngineConfig, ModelConfig, WeightFormat};
 use dyno_harness::RunOptions;
-use dyno_harness::load::{LoadMode, LoadOutcome, LoadSpec, run_load_with};
+use dyno_harness::load::{LoadOutcome, LoadSpec, run_load_with};
 use dyno_harness::metrics::{LoadReport, SummaryOptions};
-use dyno_harness::report::{JsonReport, render_outcome};
+use dyno_harness::report::{outcome_json, render_outcome};
 use dyno_tuner::constraints::{self, Limits};
 use dyno_tuner::hardware::{HardwareProfile, resolve_target};
 use dyno_tuner::simulate::{SimOptions, simulate};
@@ -196,19 +196,7 @@ pub fn run_simulate(a: SimulateArgs) -> Result<()> {
             "workload": a.workload,
             "config": target.config,
         });
-        let report_json =
-            |r: &LoadReport| serde_json::to_value(JsonReport::new(r).with_environment(env.clone()));
-        let json = match (&spec.mode, outcome.runs.as_slice()) {
-            (LoadMode::Single, [only]) => report_json(&only.report)?,
-            _ => serde_json::json!({
-                "runs": outcome
-                    .runs
-                    .iter()
-                    .map(|r| Ok(serde_json::json!({ "rate": r.rate, "report": report_json(&r.report)? })))
-                    .collect::<Result<Vec<_>, serde_json::Error>>()?,
-                "max_rate_under_slo": outcome.max_rate_under_slo.flatten(),
-            }),
-        };
+        let json = outcome_json(&spec.mode, &outcome, &env)?;
         std::fs::write(path, serde_json::to_string_pretty(&json)? + "\n")
             .with_context(|| format!("writing the JSON report to {}", path.display()))?;
     }

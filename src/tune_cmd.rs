@@ -506,14 +506,7 @@ async fn simulated_phase(
         })
         .await?;
     let trials = store.trials(sim_row.id).await?;
-    if !trials.iter().any(|t| {
-        matches!(
-            t.status,
-            dyno_results::store::TrialStatus::Pending | dyno_results::store::TrialStatus::Running
-        )
-    }) {
-        study::finish(store, &sim_row).await?;
-    }
+    study::finish_if_settled(store, &sim_row, &trials).await?;
     let predicted =
         trials.iter().filter(|t| t.status == dyno_results::store::TrialStatus::Completed).count();
     eprintln!(
@@ -766,14 +759,7 @@ async fn search<E: Evaluator>(
         .await?;
     let trials = store.trials(study_row.id).await?;
     let report = study::report(&study_row, settings, &trials);
-    if !trials.iter().any(|t| {
-        matches!(
-            t.status,
-            dyno_results::store::TrialStatus::Pending | dyno_results::store::TrialStatus::Running
-        )
-    }) {
-        study::finish(store, &study_row).await?;
-    }
+    study::finish_if_settled(store, &study_row, &trials).await?;
     eprintln!(
         "stopped: {} after {} trials {verb} here in {:.1} s{}",
         summary.stop,

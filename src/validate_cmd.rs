@@ -7,9 +7,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use dyno_engine::{EngineConfig, ModelConfig};
-use dyno_results::store::{StudyInfo, TrialOutcome, TrialStatus};
+use dyno_results::store::StudyInfo;
 use dyno_tuner::evaluate::{LoadLevel, MeasuredEvaluator, SimulatedEvaluator};
 use dyno_tuner::hardware::resolve_target;
+use dyno_tuner::study::trial_outcome;
 use dyno_tuner::validate::{
     ValidationCase, ValidationSettings, check_cases, cpu_cases, render_figures, render_table,
     run_case,
@@ -160,22 +161,11 @@ pub fn run_validate(a: ValidateArgs) -> Result<()> {
             let trial = store
                 .begin_trial(study.id, &serde_json::to_value(&case.config)?, Some(&predicted))
                 .await?;
-            let outcome = match &row.measured {
-                Ok(m) => TrialOutcome {
-                    status: TrialStatus::Completed,
-                    measured: Some(serde_json::to_value(m)?),
-                    predicted: None,
-                    error: None,
-                    run: None,
-                },
-                Err(e) => TrialOutcome {
-                    status: TrialStatus::Failed,
-                    measured: None,
-                    predicted: None,
-                    error: Some(e.clone()),
-                    run: None,
-                },
+            let metrics = match &row.measured {
+                Ok(m) => Ok(Some(serde_json::to_value(m)?)),
+                Err(e) => Err(e.as_str()),
             };
+            let outcome = trial_outcome(metrics, false);
             store.finish_trial(trial.id, &outcome).await?;
             match &row.measured {
                 Ok(m) => eprintln!(

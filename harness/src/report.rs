@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use dyno_workloads::Slo;
 use serde::{Deserialize, Serialize};
 
-use crate::load::LoadOutcome;
+use crate::load::{LoadMode, LoadOutcome};
 use crate::metrics::{Distribution, LoadReport};
 
 /// Seconds to milliseconds.
@@ -324,6 +324,34 @@ pub fn render_table(r: &LoadReport) -> String {
         let _ = writeln!(o, "!!! INVALID RUN: {reason} — numbers are not trusted !!!");
     }
     o
+}
+
+/// The JSON report of a `dyno load` or `dyno simulate` invocation, each report carrying
+/// `environment` as its `dyno.environment`: a single run's [`JsonReport`] as is, else a
+/// `runs` array (each run's `rate` and `report`) beside the search's `max_rate_under_slo`
+/// (`null` for a sweep, or when no rate met the SLOs).
+///
+/// Both commands write this same shape, so it is built in one place and cannot drift
+/// between the measured and the predicted report.
+pub fn outcome_json(
+    mode: &LoadMode,
+    outcome: &LoadOutcome,
+    environment: &serde_json::Value,
+) -> Result<serde_json::Value, serde_json::Error> {
+    let report_json = |r: &LoadReport| {
+        serde_json::to_value(JsonReport::new(r).with_environment(environment.clone()))
+    };
+    Ok(match (mode, outcome.runs.as_slice()) {
+        (LoadMode::Single, [only]) => report_json(&only.report)?,
+        _ => serde_json::json!({
+            "runs": outcome
+                .runs
+                .iter()
+                .map(|r| Ok(serde_json::json!({ "rate": r.rate, "report": report_json(&r.report)? })))
+                .collect::<Result<Vec<_>, serde_json::Error>>()?,
+            "max_rate_under_slo": outcome.max_rate_under_slo.flatten(),
+        }),
+    })
 }
 
 /// The text report of a `dyno load` invocation: the full table for a single run, else one

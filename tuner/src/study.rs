@@ -909,29 +909,8 @@ async fn evaluate_claimed<E: Evaluator>(
             _ => 0.0,
         };
     }
-    let outcome = match &result {
-        Ok(m) if evaluator.predicts() => TrialOutcome {
-            status: TrialStatus::Completed,
-            measured: None,
-            predicted: serde_json::to_value(m).ok(),
-            error: None,
-            run: None,
-        },
-        Ok(m) => TrialOutcome {
-            status: TrialStatus::Completed,
-            measured: serde_json::to_value(m).ok(),
-            predicted: None,
-            error: None,
-            run: None,
-        },
-        Err(e) => TrialOutcome {
-            status: TrialStatus::Failed,
-            measured: None,
-            predicted: None,
-            error: Some(e.clone()),
-            run: None,
-        },
-    };
+    let metrics = result.as_ref().map(|m| serde_json::to_value(m).ok()).map_err(String::as_str);
+    let outcome = trial_outcome(metrics, evaluator.predicts());
     store.finish_claimed_trial(trial.id, worker, &outcome).await?;
     Ok((result, outcome))
 }
@@ -1130,6 +1109,60 @@ pub fn point_stats(trials: &[Trial], goal: Goal) -> Vec<PointStats> {
 pub async fn finish(store: &Store, study: &Study) -> Result<(), StudyError> {
     store.finish_study(study.id, RunStatus::Completed).await?;
     Ok(())
+}
+
+/// Marks the study finished when none of `trials` (its trials as just read from `store`) is
+/// still pending or running; returns whether it did.
+///
+/// A worker that stops while trials are queued or claimed by another worker must leave the
+/// study open for them, so every command that ends a worker checks the same way before
+/// calling [`finish`].
+pub async fn finish_if_settled(
+    store: &Store,
+    study: &Study,
+    trials: &[Trial],
+) -> Result<bool, StudyError> {
+    let settled =
+        !trials.iter().any(|t| matches!(t.status, TrialStatus::Pending | TrialStatus::Running));
+    if settled {
+        finish(store, study).await?;
+    }
+    Ok(settled)
+}
+
+/// The outcome to store for an evaluated trial: completed with its metrics (`metrics`, as
+/// JSON; `None` stores none), or failed with its error.
+///
+/// `predicts` says whether the metrics came from the simulator: they then go in the
+/// outcome's `predicted` field, else in `measured`. One constructor so the tuner's workers
+/// and `dyno validate` record trials alike.
+pub fn trial_outcome(
+    metrics: Result<Option<serde_json::Value>, &str>,
+    predicts: bool,
+) -> TrialOutcome {
+    match metrics {
+        Ok(m) if predicts => TrialOutcome {
+            status: TrialStatus::Completed,
+            measured: None,
+            predicted: m,
+            error: None,
+            run: None,
+        },
+        Ok(m) => TrialOutcome {
+            status: TrialStatus::Completed,
+            measured: m,
+            predicted: None,
+            error: None,
+            run: None,
+        },
+        Err(e) => TrialOutcome {
+            status: TrialStatus::Failed,
+            measured: None,
+            predicted: None,
+            error: Some(e.to_owned()),
+            run: None,
+        },
+    }
 }
 
 /// The report of a study from its stored trials.
