@@ -15,6 +15,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use dyno_engine::ModelConfig;
 use dyno_engine::config::EngineConfig;
@@ -80,8 +81,44 @@ struct Request {
     prompt: usize,
     output: usize,
     generated: usize,
+    /// When its tokens appeared, as steps of its replica (see [`TokenRuns`]).
+    token_steps: TokenRuns,
     record: RequestRecord,
     done: bool,
+}
+
+/// The steps of one replica at which a request's tokens appeared, as runs `(first, count)`
+/// of consecutive entries of [`Replica::step_ends`].
+///
+/// A running sequence samples at every step of its replica, so one run usually holds all of
+/// its tokens. The records' token times are written from the runs once, at the end: written
+/// as they happen they were a store to a different cold buffer per token, a quarter of a long
+/// run's time.
+#[derive(Debug, Clone, Default)]
+struct TokenRuns {
+    current: Option<(usize, usize)>,
+    earlier: Vec<(usize, usize)>,
+}
+
+impl TokenRuns {
+    /// A token appeared at the replica's step `step` (steps only ever increase).
+    fn push(&mut self, step: usize) {
+        match &mut self.current {
+            Some((first, count)) if *first + *count == step => *count += 1,
+            current => {
+                if let Some(run) = current.replace((step, 1)) {
+                    self.earlier.push(run);
+                }
+            }
+        }
+    }
+
+    /// Appends the tokens' times, in order, from the replica's step end times.
+    fn write_times(&self, step_ends: &[f64], out: &mut Vec<f64>) {
+        for &(first, count) in self.earlier.iter().chain(&self.current) {
+            out.extend_from_slice(&step_ends[first..first + count]);
+        }
+    }
 }
 
 /// One `dp` replica: its scheduler and the step in flight.
@@ -89,6 +126,8 @@ struct Replica {
     scheduler: Scheduler,
     in_flight: Option<(Step, f64)>,
     wake_at: Option<f64>,
+    /// When each of its steps ended, in order.
+    step_ends: Vec<f64>,
 }
 
 /// A time-ordered event key: seconds as ordered bits (times are finite and ≥ 0).
@@ -147,6 +186,77 @@ fn next_events(
     Next { arrival, step_end, wake, deadline }
 }
 
+/// Requests from this many on are prepared ahead on a second thread (below it, a thread
+/// costs more than it saves).
+const PREPARE_AHEAD_FROM: usize = 4096;
+
+/// Requests per message from the preparing thread (a message per request would cost a
+/// thread wake-up each), and messages that may wait.
+const PREPARED_BATCH: usize = 512;
+const PREPARED_QUEUE: usize = 4;
+
+/// One request as the event loop needs it: prompt tokens, output tokens, and an empty buffer
+/// for its token times with room for all of them.
+type PreparedRequest = (usize, usize, Vec<f64>);
+
+/// Where the event loop takes the next request from.
+///
+/// A long run writes one time per generated token into fresh memory (160 MB for 100k chat
+/// requests); faulting those pages in cost the event loop a third of its time. Prepared
+/// ahead, the buffers are allocated and touched on a second thread, in plan order, and the
+/// lengths are sampled there too. The results are the same either way.
+enum RequestSource<'a> {
+    /// Lengths and buffers made when the request arrives.
+    Inline(&'a Plan),
+    /// From the preparing thread in plan order (inline once it is gone): the batch being
+    /// used, reversed so that `pop` gives the next.
+    Ahead(&'a Plan, Receiver<Vec<PreparedRequest>>, Vec<PreparedRequest>),
+}
+
+impl RequestSource<'_> {
+    /// Request `index` (called with 0, 1, 2, … in order).
+    fn next(&mut self, index: usize) -> PreparedRequest {
+        if let RequestSource::Ahead(_, rx, batch) = self {
+            if batch.is_empty()
+                && let Ok(mut next) = rx.recv()
+            {
+                next.reverse();
+                *batch = next;
+            }
+            if let Some(prepared) = batch.pop() {
+                return prepared;
+            }
+        }
+        let (RequestSource::Inline(plan) | RequestSource::Ahead(plan, ..)) = self;
+        let (prompt, output) = plan.lengths(index);
+        (prompt, output, Vec::with_capacity(output))
+    }
+}
+
+/// The preparing thread: requests `0..total` in order, in batches, until the event loop
+/// hangs up.
+fn prepare_requests(plan: &Plan, total: usize, tx: SyncSender<Vec<PreparedRequest>>) {
+    let mut index = 0;
+    while index < total {
+        let end = total.min(index + PREPARED_BATCH);
+        let batch = (index..end)
+            .map(|i| {
+                let (prompt, output) = plan.lengths(i);
+                // Written, not `vec![0.0; n]`: calloc skips fresh pages and would leave the
+                // faults to the event loop.
+                let mut times = Vec::with_capacity(output);
+                times.resize(output, 0.0);
+                times.clear();
+                (prompt, output, times)
+            })
+            .collect();
+        if tx.send(batch).is_err() {
+            return;
+        }
+        index = end;
+    }
+}
+
 /// Runs `plan` through `dp` replicas of `config` serving `model`, timed by `step_model`.
 pub fn simulate(
     plan: &Plan,
@@ -155,6 +265,30 @@ pub fn simulate(
     step_cost: &impl StepCost,
     opts: &SimOptions,
 ) -> SimOutcome {
+    let total = match plan.pacing {
+        Pacing::Open => plan.arrivals_s.len(),
+        Pacing::Closed { .. } => plan.max_requests.unwrap_or(usize::MAX),
+    };
+    if total < PREPARE_AHEAD_FROM {
+        return run_events(plan, model, config, step_cost, opts, RequestSource::Inline(plan));
+    }
+    std::thread::scope(|scope| {
+        let (tx, rx) = sync_channel(PREPARED_QUEUE);
+        scope.spawn(move || prepare_requests(plan, total, tx));
+        // The loop drops the receiver when it returns, which ends the preparing thread.
+        run_events(plan, model, config, step_cost, opts, RequestSource::Ahead(plan, rx, Vec::new()))
+    })
+}
+
+/// The event loop of [`simulate`].
+fn run_events(
+    plan: &Plan,
+    model: &ModelConfig,
+    config: &EngineConfig,
+    step_cost: &impl StepCost,
+    opts: &SimOptions,
+    mut source: RequestSource<'_>,
+) -> SimOutcome {
     let sched_cfg = SchedulerConfig::from_engine(config, model);
     let replicas_n = config.parallel.dp.max(1);
     let mut replicas: Vec<Replica> = (0..replicas_n)
@@ -162,6 +296,7 @@ pub fn simulate(
             scheduler: Scheduler::new(sched_cfg.clone()),
             in_flight: None,
             wake_at: None,
+            step_ends: Vec::new(),
         })
         .collect();
     let max_context = replicas[0].scheduler.max_context();
@@ -184,6 +319,7 @@ pub fn simulate(
     let mut next_open = 0usize;
     let mut outcome = SimOutcome::default();
     let mut now = 0.0f64;
+    let mut finished = Vec::new();
 
     loop {
         let mut next = next_events(
@@ -252,14 +388,16 @@ pub fn simulate(
         } else if step_end.map(|s| s.0) == Some(t) {
             let Some((_, i)) = step_end else { break };
             let Some((step, _)) = replicas[i].in_flight.take() else { break };
-            let mut finished = Vec::new();
+            finished.clear();
+            let step_index = replicas[i].step_ends.len();
+            replicas[i].step_ends.push(now);
             for item in step.items.iter().filter(|it| it.samples) {
                 let r = &mut requests[item.seq as usize];
                 if r.done {
                     continue;
                 }
                 r.generated += 1;
-                r.record.choice_events_s.push(now);
+                r.token_steps.push(step_index);
                 if r.generated == 1 {
                     r.record.first_byte_s = Some(now);
                     r.record.first_content_s = Some(now);
@@ -289,7 +427,7 @@ pub fn simulate(
             } else {
                 next_open += 1;
             }
-            let (prompt, output) = plan.lengths(idx);
+            let (prompt, output, choice_events_s) = source.next(idx);
             let replica_i = (0..replicas.len())
                 .min_by_key(|&i| replicas[i].scheduler.stats().waiting)
                 .unwrap_or(0);
@@ -299,7 +437,7 @@ pub fn simulate(
                 intended_s: now,
                 sent_s: now,
                 first_byte_s: None,
-                choice_events_s: Vec::with_capacity(output),
+                choice_events_s,
                 first_content_s: None,
                 completed_s: now,
                 prompt_tokens: prompt,
@@ -341,6 +479,7 @@ pub fn simulate(
                 prompt,
                 output,
                 generated: 0,
+                token_steps: TokenRuns::default(),
                 record,
                 done,
             });
@@ -350,6 +489,8 @@ pub fn simulate(
     outcome.records = requests
         .into_iter()
         .map(|mut r| {
+            r.token_steps
+                .write_times(&replicas[r.replica].step_ends, &mut r.record.choice_events_s);
             if !r.done {
                 // Nothing left to happen, yet the request never finished: the scheduler could
                 // not serve it (a real client would see the stream stall).
@@ -377,4 +518,58 @@ pub fn simulate_load(
     let outcome = simulate(&plan, model, config, step_cost, opts);
     let report = LoadReport::from_records(&outcome.records, &workload.slo, summary);
     Ok((report, outcome))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dyno_engine::config::BatchPolicy;
+    use std::path::Path;
+
+    #[test]
+    fn token_runs_give_back_the_times_in_order() {
+        let ends: Vec<f64> = (0..10).map(|i| i as f64 * 0.5).collect();
+        let mut runs = TokenRuns::default();
+        for step in [1, 2, 3, 6, 7, 9] {
+            runs.push(step);
+        }
+        let mut times = vec![-1.0];
+        runs.write_times(&ends, &mut times);
+        assert_eq!(times, [-1.0, 0.5, 1.0, 1.5, 3.0, 3.5, 4.5]);
+        assert_eq!(runs.earlier, [(1, 3), (6, 2)]);
+    }
+
+    /// Requests prepared ahead on a second thread and made inline give the same run.
+    #[test]
+    fn preparing_ahead_changes_nothing() {
+        let yaml = "seed: 3\nlengths:\n  prompt: { dist: uniform, min: 1, max: 300 }\n  output: { dist: uniform, min: 1, max: 40 }\narrival: { process: poisson, rate: 30 }\nrequests: 6000\n";
+        let w = Workload::from_yaml(yaml, "test", Path::new(".")).unwrap();
+        let plan = w.plan(&LoadOverrides::default()).unwrap();
+        assert!(plan.arrivals_s.len() >= PREPARE_AHEAD_FROM);
+        let model = ModelConfig::preset("mixtral-tiny").unwrap();
+        let mut cfg = EngineConfig {
+            batch: BatchPolicy::Continuous {
+                max_num_seqs: 16,
+                max_num_batched_tokens: 256,
+                prefill_chunk: 64,
+                priority: dyno_engine::config::Priority::DecodeFirst,
+            },
+            max_waiting: 100_000,
+            ..EngineConfig::default()
+        };
+        cfg.parallel.dp = 2;
+        // A small pool, so that preemption splits some requests' tokens into several runs.
+        cfg.kv_block_size = 16;
+        cfg.kv_pool_blocks = Some(40);
+        let opts = SimOptions::default();
+        let step = ConstantStep(0.01);
+        let ahead = simulate(&plan, &model, &cfg, &step, &opts);
+        let inline = run_events(&plan, &model, &cfg, &step, &opts, RequestSource::Inline(&plan));
+        assert!(ahead.preemptions > 0, "the pool should force preemptions");
+        assert_eq!(ahead, inline);
+        let tokens: usize = ahead.records.iter().map(|r| r.choice_events_s.len()).sum();
+        let planned: usize = (0..plan.arrivals_s.len()).map(|i| plan.lengths(i).1).sum();
+        assert!(ahead.records.iter().all(|r| r.ok()));
+        assert_eq!(tokens, planned);
+    }
 }

@@ -27,6 +27,7 @@ use dyno_engine::ModelConfig;
 use dyno_engine::config::{EngineConfig, KvDtype};
 use dyno_engine::model_config::WeightFormat;
 use dyno_engine::scheduler::Step;
+use std::sync::OnceLock;
 
 use crate::hardware::{DeviceKind, HardwareProfile, OpClass};
 
@@ -165,7 +166,14 @@ pub struct StepModel {
     resources: RankResources,
     /// Zipf-like skew of expert routing: 0 is uniform.
     routing_skew: f64,
+    /// Seconds of one stage's token-only ops (everything but attention) by micro-batch
+    /// tokens, filled on first use: a simulated run costs hundreds of thousands of steps
+    /// whose token counts repeat, while their attention (context lengths) does not.
+    token_stage_s: Vec<OnceLock<f64>>,
 }
+
+/// Token counts up to which [`StepModel`] memoizes token-only stage times.
+const TOKEN_MEMO: usize = 16_384;
 
 impl StepModel {
     /// The step model of `config` serving `model` on `profile`.
@@ -208,13 +216,19 @@ impl StepModel {
             pp: p.pp.max(1),
             resources,
             routing_skew: 0.0,
+            token_stage_s: Self::empty_memo(),
         }
+    }
+
+    fn empty_memo() -> Vec<OnceLock<f64>> {
+        (0..=TOKEN_MEMO).map(|_| OnceLock::new()).collect()
     }
 
     /// Routes tokens to experts with a Zipf-like skew `s ≥ 0` (expert `i` chosen ∝ 1/(i+1)^s)
     /// instead of uniformly: fewer distinct experts are touched per batch.
     pub fn with_routing_skew(mut self, s: f64) -> Self {
         self.routing_skew = s.max(0.0);
+        self.token_stage_s = Self::empty_memo();
         self
     }
 
@@ -228,9 +242,17 @@ impl StepModel {
         &self.profile
     }
 
-    /// Seconds of one step of `shape`.
+    /// Seconds of one step of `shape` (what [`StepModel::step_time`] says, without the
+    /// breakdown and with token-only ops memoized).
     pub fn seconds(&self, shape: &StepShape) -> f64 {
-        self.step_time(shape).seconds
+        if shape.tokens == 0 {
+            return 0.0;
+        }
+        let micro = self.pp.min(shape.sequences).max(1);
+        let part = if micro > 1 { shape.split(micro) } else { *shape };
+        let attention: f64 = self.attention_ops(&part).iter().flatten().map(|o| o.seconds).sum();
+        let stage = self.token_stage_seconds(part.tokens) + attention * self.layers_per_stage();
+        self.finish(shape, &part, micro, stage, self.head_op(shape.samples).seconds)
     }
 
     /// The step's time and its per-op breakdown.
@@ -240,8 +262,10 @@ impl StepModel {
         }
         let micro = self.pp.min(shape.sequences).max(1);
         let part = if micro > 1 { shape.split(micro) } else { *shape };
-        let layers_per_stage = self.model.layers.div_ceil(self.pp) as f64;
-        let mut ops = self.layer_ops(&part);
+        let layers_per_stage = self.layers_per_stage();
+        let mut ops = self.token_ops(part.tokens as f64);
+        let attention = self.attention_ops(&part).into_iter().flatten();
+        ops.splice(1..1, attention);
         for op in &mut ops {
             op.flops *= layers_per_stage;
             op.bytes *= layers_per_stage;
@@ -249,22 +273,53 @@ impl StepModel {
         }
         let stage: f64 = ops.iter().map(|o| o.seconds).sum();
         let head = self.head_op(shape.samples);
-        let mut seconds = (micro + self.pp - 1) as f64 * stage + head.seconds;
+        let seconds = self.finish(shape, &part, micro, stage, head.seconds);
         ops.push(head);
         if self.pp > 1 {
-            let act = f64::from(self.profile.activation_bytes);
-            let hop = self.link(part.tokens as f64 * self.model.hidden as f64 * act, 1.0);
-            seconds += (micro + self.pp - 2) as f64 * hop;
-            ops.push(OpCost {
-                name: "pp_send",
-                flops: 0.0,
-                bytes: part.tokens as f64 * self.model.hidden as f64 * act,
-                seconds: hop,
-            });
+            let bytes = self.pp_message(&part);
+            ops.push(OpCost { name: "pp_send", flops: 0.0, bytes, seconds: self.link(bytes, 1.0) });
+        }
+        StepTime { seconds, ops }
+    }
+
+    /// Layers on one pipeline stage.
+    fn layers_per_stage(&self) -> f64 {
+        self.model.layers.div_ceil(self.pp) as f64
+    }
+
+    /// Bytes one micro-batch sends to the next pipeline stage.
+    fn pp_message(&self, part: &StepShape) -> f64 {
+        part.tokens as f64 * self.model.hidden as f64 * f64::from(self.profile.activation_bytes)
+    }
+
+    /// A step from one stage's time: the pipeline's `(m + pp − 1)` stage times, the output
+    /// head, the hops between stages, and the profile's overheads.
+    fn finish(
+        &self,
+        shape: &StepShape,
+        part: &StepShape,
+        micro: usize,
+        stage: f64,
+        head: f64,
+    ) -> f64 {
+        let mut seconds = (micro + self.pp - 1) as f64 * stage + head;
+        if self.pp > 1 {
+            seconds += (micro + self.pp - 2) as f64 * self.link(self.pp_message(part), 1.0);
         }
         let c = &self.profile.calibration;
-        seconds += c.step_overhead_us * 1e-6 + shape.samples as f64 * c.sample_overhead_us * 1e-6;
-        StepTime { seconds, ops }
+        seconds + c.step_overhead_us * 1e-6 + shape.samples as f64 * c.sample_overhead_us * 1e-6
+    }
+
+    /// One stage's token-only ops at `tokens` micro-batch tokens, seconds (memoized).
+    fn token_stage_seconds(&self, tokens: usize) -> f64 {
+        let compute = || {
+            let layer: f64 = self.token_ops(tokens as f64).iter().map(|o| o.seconds).sum();
+            layer * self.layers_per_stage()
+        };
+        match self.token_stage_s.get(tokens) {
+            Some(cell) => *cell.get_or_init(compute),
+            None => compute(),
+        }
     }
 
     /// Bytes of the KV cache per element.
@@ -314,49 +369,20 @@ impl StepModel {
         weights.iter().map(|w| 1.0 - (1.0 - (k * w / total).min(1.0)).powf(tokens)).sum()
     }
 
-    /// One layer's ops on the critical rank for `shape`.
-    fn layer_ops(&self, shape: &StepShape) -> Vec<OpCost> {
+    /// One layer's ops on the critical rank that depend only on the step's `t` tokens, in
+    /// forward order: the QKV projection (attention goes right after it), the output
+    /// projection, the router, the experts, the elementwise work and the collectives.
+    fn token_ops(&self, t: f64) -> Vec<OpCost> {
         let m = &self.model;
         let (tp, ep) = (self.tp as f64, self.ep as f64);
-        let t = shape.tokens as f64;
         let (h, hd) = (m.hidden as f64, m.head_dim as f64);
         let heads = m.heads as f64 / tp;
         let kv_heads = m.kv_heads as f64 / tp;
         let width = m.expert_width as f64 / tp;
         let act = f64::from(self.profile.activation_bytes);
-        let mut ops = Vec::with_capacity(10);
+        let mut ops = Vec::with_capacity(12);
 
         ops.push(self.linear("qkv_proj", t, (heads + 2.0 * kv_heads) * hd, h, self.format));
-
-        if shape.decodes > 0 {
-            let ctx = shape.decode_context;
-            let flops = 4.0 * ctx * heads * hd;
-            let bytes = ctx * kv_heads * hd * 2.0 * self.kv_bytes();
-            let size = ctx / shape.decodes as f64;
-            let seconds = self.roofline(
-                OpClass::AttentionDecode,
-                size,
-                flops,
-                bytes,
-                self.resources.attention_peak,
-            );
-            ops.push(OpCost { name: "attention_decode", flops, bytes, seconds });
-        }
-        if shape.prefills > 0 {
-            let flops = 4.0 * shape.prefill_pairs * heads * hd;
-            let bytes = shape.prefill_kv_tokens * kv_heads * hd * 2.0 * self.kv_bytes()
-                + shape.prefill_tokens as f64 * heads * hd * 2.0 * act;
-            let size = shape.prefill_tokens as f64 / shape.prefills as f64;
-            let seconds = self.roofline(
-                OpClass::AttentionPrefill,
-                size,
-                flops,
-                bytes,
-                self.resources.attention_peak,
-            );
-            ops.push(OpCost { name: "attention_prefill", flops, bytes, seconds });
-        }
-
         ops.push(self.linear("o_proj", t, h, heads * hd, self.format));
         ops.push(self.linear("router", t, m.experts as f64, h, WeightFormat::F32));
 
@@ -411,6 +437,46 @@ impl StepModel {
             ops.push(OpCost { name: "ep_combine", flops: 0.0, bytes, seconds });
         }
         ops
+    }
+
+    /// One layer's attention on the critical rank for `shape`: decode and prefill parts.
+    fn attention_ops(&self, shape: &StepShape) -> [Option<OpCost>; 2] {
+        let m = &self.model;
+        let tp = self.tp as f64;
+        let hd = m.head_dim as f64;
+        let heads = m.heads as f64 / tp;
+        let kv_heads = m.kv_heads as f64 / tp;
+        let act = f64::from(self.profile.activation_bytes);
+        let (mut decode, mut prefill) = (None, None);
+        if shape.decodes > 0 {
+            let ctx = shape.decode_context;
+            let flops = 4.0 * ctx * heads * hd;
+            let bytes = ctx * kv_heads * hd * 2.0 * self.kv_bytes();
+            let size = ctx / shape.decodes as f64;
+            let seconds = self.roofline(
+                OpClass::AttentionDecode,
+                size,
+                flops,
+                bytes,
+                self.resources.attention_peak,
+            );
+            decode = Some(OpCost { name: "attention_decode", flops, bytes, seconds });
+        }
+        if shape.prefills > 0 {
+            let flops = 4.0 * shape.prefill_pairs * heads * hd;
+            let bytes = shape.prefill_kv_tokens * kv_heads * hd * 2.0 * self.kv_bytes()
+                + shape.prefill_tokens as f64 * heads * hd * 2.0 * act;
+            let size = shape.prefill_tokens as f64 / shape.prefills as f64;
+            let seconds = self.roofline(
+                OpClass::AttentionPrefill,
+                size,
+                flops,
+                bytes,
+                self.resources.attention_peak,
+            );
+            prefill = Some(OpCost { name: "attention_prefill", flops, bytes, seconds });
+        }
+        [decode, prefill]
     }
 
     /// The output head over the sampled rows (split across tensor-parallel ranks on GPUs).
@@ -532,6 +598,47 @@ mod tests {
         s.add(4, 3, false); // chunk of 3 after 4: 3·4 + 6 = 18 pairs
         assert_eq!((s.tokens, s.sequences, s.samples, s.decodes, s.prefills), (8, 3, 2, 1, 2));
         assert_eq!((s.decode_context, s.prefill_pairs, s.prefill_kv_tokens), (10.0, 28.0, 11.0));
+    }
+
+    /// `seconds` (memoized token-only ops, no breakdown) and `step_time` (every op listed)
+    /// are the same model: on fresh random shapes, across tp, ep and pp layouts, and beyond
+    /// the memo's range, they agree to rounding, memo hits included.
+    #[test]
+    fn seconds_is_step_time_without_the_breakdown() {
+        use rand::rngs::Xoshiro256PlusPlus;
+        use rand::{RngExt, SeedableRng};
+        let seed: u64 = rand::rng().random();
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let model = ModelConfig::preset("mixtral").unwrap();
+        let profile = HardwareProfile::resolve("h100").unwrap();
+        for (tp, ep, pp) in [(1, 1, 1), (2, 1, 1), (2, 4, 1), (1, 1, 4), (2, 2, 2)] {
+            let mut cfg = EngineConfig::default();
+            cfg.set_weight_format(WeightFormat::Int8);
+            (cfg.parallel.tp, cfg.parallel.ep, cfg.parallel.pp) = (tp, ep, pp);
+            let sm = StepModel::new(&profile, &model, &cfg).with_routing_skew(0.5);
+            for _ in 0..50 {
+                let mut shape = StepShape::default();
+                for _ in 0..rng.random_range(1..40usize) {
+                    if rng.random_bool(0.8) {
+                        shape.add(rng.random_range(1..4000), 1, true);
+                    } else {
+                        let len = rng.random_range(2..3000);
+                        shape.add(rng.random_range(0..2000), len, rng.random_bool(0.5));
+                    }
+                }
+                let full = sm.step_time(&shape).seconds;
+                for fast in [sm.seconds(&shape), sm.seconds(&shape)] {
+                    let err = (fast - full).abs() / full;
+                    assert!(
+                        err < 1e-12,
+                        "seed {seed}, {tp}/{ep}/{pp}, {shape:?}: {fast} vs {full}"
+                    );
+                }
+            }
+            let huge = StepShape::prefill(3, TOKEN_MEMO);
+            let (fast, full) = (sm.seconds(&huge), sm.step_time(&huge).seconds);
+            assert!((fast - full).abs() / full < 1e-12, "{tp}/{ep}/{pp}: {fast} vs {full}");
+        }
     }
 
     #[test]

@@ -120,6 +120,9 @@ pub struct StepItem {
     /// Whether this chunk reaches the end of the sequence's known tokens, so its last
     /// position's logits produce the next token.
     pub samples: bool,
+    /// Where the scheduler keeps the sequence: [`Scheduler::complete`] finds it without a
+    /// lookup by id (and checks the id is still there).
+    pub(crate) slot: Slot,
 }
 
 /// The work of one engine step.
@@ -239,6 +242,11 @@ struct Plan {
 }
 
 impl Plan {
+    /// An empty plan with room for `items` items (a step's buffer is allocated once).
+    fn with_room(items: usize) -> Self {
+        Self { items: Vec::with_capacity(items), ..Self::default() }
+    }
+
     fn into_step(self) -> Step {
         Step { items: self.items, preempted: self.preempted, wake_at: None }
     }
@@ -378,14 +386,15 @@ impl Scheduler {
     /// Items of sequences that were aborted (or otherwise changed) since the step was
     /// scheduled are ignored, as are unknown ids in `finished`.
     pub fn complete(&mut self, step: &Step, finished: &[SeqId]) {
+        let block_size = self.cfg.block_size;
         for item in &step.items {
-            let Some(&slot) = self.index.get(&item.seq) else { continue };
-            let Some(s) = self.slots[slot].as_mut() else { continue };
+            let Some(Some(s)) = self.slots.get_mut(item.slot) else { continue };
             let end = item.start.saturating_add(item.len);
-            let stale = s.state != SeqState::Running
+            let stale = s.id != item.seq
+                || s.state != SeqState::Running
                 || s.computed != item.start
                 || end > s.total
-                || end > s.blocks.len() * self.cfg.block_size
+                || end > s.blocks.len() * block_size
                 || item.samples != (end == s.total);
             if stale {
                 continue;
@@ -461,7 +470,7 @@ impl Scheduler {
     /// to completion; each step prefills whatever prompt is left and decodes the rest.
     fn schedule_batch(&mut self, size: usize, delay: Option<f64>, now: f64) -> Step {
         let size = size.max(1);
-        let mut plan = Plan::default();
+        let mut plan = Plan::with_room(size.min(self.running.len() + self.waiting.len()));
         if self.running.is_empty() {
             let Some(oldest) = self.waiting.front().and_then(|&slot| self.slots[slot].as_ref())
             else {
@@ -511,7 +520,7 @@ impl Scheduler {
         chunk: usize,
         priority: Priority,
     ) -> Step {
-        let mut plan = Plan::default();
+        let mut plan = Plan::with_room(max_seqs.min(self.running.len() + self.waiting.len()));
         // Without chunking, a prompt longer than the whole budget could never join a step
         // that has anything else in it: give it a step of its own when it reaches the front.
         if chunk == 0
@@ -529,8 +538,10 @@ impl Scheduler {
         }
         match priority {
             Priority::DecodeFirst => {
-                self.run_phase(Phase::Decodes, budget, chunk, &mut plan);
-                self.run_phase(Phase::Prefills, budget, chunk, &mut plan);
+                // Preemption only removes running sequences, so no prefill left means none.
+                if self.run_phase(Phase::Decodes, budget, chunk, &mut plan) > 0 {
+                    self.run_phase(Phase::Prefills, budget, chunk, &mut plan);
+                }
                 if plan.preempted.is_empty() {
                     self.admit_phase(max_seqs, budget, chunk, 0, &mut plan);
                 }
@@ -550,7 +561,10 @@ impl Scheduler {
     }
 
     /// Gives the running sequences of `phase`, oldest first, their tokens within the budget.
-    fn run_phase(&mut self, phase: Phase, budget: usize, chunk: usize, plan: &mut Plan) {
+    /// Returns how many running sequences without an item belong to the other phase, so a
+    /// caller can skip a pass that would find nothing (most steps are all decodes).
+    fn run_phase(&mut self, phase: Phase, budget: usize, chunk: usize, plan: &mut Plan) -> usize {
+        let mut others = 0;
         let mut i = 0;
         while i < self.running.len() {
             let id = self.running[i];
@@ -560,6 +574,7 @@ impl Scheduler {
                 Phase::Decodes => remaining == 1,
                 Phase::Prefills => remaining > 1,
             };
+            others += usize::from(!wanted && !planned);
             let left = budget.saturating_sub(plan.tokens);
             let len = if wanted && !planned { chunk_len(remaining, chunk, left) } else { 0 };
             if len > 0 {
@@ -571,6 +586,7 @@ impl Scheduler {
                 i += 1;
             }
         }
+        others
     }
 
     /// Admits waiting sequences FCFS while they fit the sequence limit, the budget and the
@@ -611,17 +627,19 @@ impl Scheduler {
 
     /// Adds an item computing `len` tokens of running sequence `id`, after giving it the
     /// blocks they need. Returns false (and adds nothing) if `id` had to preempt itself.
+    #[inline(always)]
     fn schedule_item(&mut self, id: Slot, len: usize, plan: &mut Plan) -> bool {
+        let block_size = self.cfg.block_size;
         let Some(s) = self.slots[id].as_ref() else { return false };
         let (start, total, seq) = (s.computed, s.total, s.id);
         let end = start + len;
-        if !self.grow(id, end, plan) {
+        if s.blocks.len() * block_size < end && !self.grow(id, end, plan) {
             return false;
         }
         if let Some(s) = self.slots[id].as_mut() {
             s.planned_in = self.step_counter;
         }
-        plan.items.push(StepItem { seq, start, len, samples: end == total });
+        plan.items.push(StepItem { seq, start, len, samples: end == total, slot: id });
         plan.tokens += len;
         true
     }
@@ -633,6 +651,8 @@ impl Scheduler {
 
     /// Extends `id`'s block table to cover `tokens` positions. While no block is free,
     /// preempts the most recently admitted running sequence; returns false if that was `id`.
+    /// Out of line: most items need no new block.
+    #[inline(never)]
     fn grow(&mut self, id: Slot, tokens: usize, plan: &mut Plan) -> bool {
         let need = self.blocks_for(tokens);
         loop {
@@ -663,7 +683,7 @@ impl Scheduler {
             plan.tokens -= item.len;
         }
         if let Some(s) = self.slots[victim].as_mut() {
-            for b in s.blocks.drain(..) {
+            for b in s.blocks.drain(..).rev() {
                 self.blocks.free(b);
             }
             s.computed = 0;
@@ -678,8 +698,11 @@ impl Scheduler {
     /// Moves the front of the waiting queue to the end of the running set.
     fn admit_front(&mut self) {
         let Some(id) = self.waiting.pop_front() else { return };
+        let prompt_blocks = self.blocks_for(self.total(id));
         if let Some(s) = self.slots[id].as_mut() {
             debug_assert!(s.blocks.is_empty() && s.computed == 0);
+            // Room for the whole prompt's table: decodes then grow it at most by doubling.
+            s.blocks.reserve(prompt_blocks);
             s.state = SeqState::Running;
             self.running.push(id);
         }
@@ -694,7 +717,7 @@ impl Scheduler {
             SeqState::Running => self.running.retain(|&r| r != slot),
         }
         self.free_slots.push(slot);
-        for b in s.blocks.drain(..) {
+        for b in s.blocks.drain(..).rev() {
             self.blocks.free(b);
         }
         true
