@@ -3,6 +3,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+use crate::dashboard_cmd::{self, DashboardArgs};
 use crate::db_cmd::{self, AlertsArgs, CompareArgs, DbCmdArgs, IngestArgs};
 use crate::engine_cmd::{self, EngineArgs, ModelArgs, ServeArgs};
 use crate::kernels_cmd::{self, KernelsArgs};
@@ -59,6 +60,9 @@ pub enum Command {
     /// Run configs both simulated and measured on this machine, store both, print the
     /// prediction error per config.
     Validate(ValidateArgs),
+    /// Serve the web dashboard over the results store: series, runs, comparisons, alerts
+    /// (triage with --token) and tuning studies.
+    Dashboard(DashboardArgs),
 }
 
 /// Runs a parsed command line; the exit code of a command that completed (errors exit 2).
@@ -80,5 +84,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Alerts(args) => done(db_cmd::run_alerts(args)),
         Command::Compare(args) => done(db_cmd::run_compare(args)),
         Command::Profile(args) => done(profile_cmd::run_profile(args)),
+        Command::Dashboard(args) => done(dashboard_cmd::run_dashboard(args)),
     }
 }

@@ -2,6 +2,7 @@
 //! that a library crate could own.
 
 pub mod cli;
+pub mod dashboard_cmd;
 pub mod db_cmd;
 pub mod engine_cmd;
 pub mod kernels_cmd;

@@ -719,6 +719,31 @@ macro_rules! backend {
                 Ok(q.build_query_as::<Point>().fetch_all(pool).await?)
             }
 
+            pub(crate) async fn all_series_points(pool: &Pool) -> Result<Vec<SeriesPoint>> {
+                Ok(sqlx::query_as(
+                    "SELECT s.name AS scenario, s.config_hash, s.model, s.workload, \
+                     m.name AS measure, m.unit, m.family, m.lower_is_better, t.hash AS testbed, \
+                     r.branch, r.id AS run_id, c.sha, c.ordinal, mv.value, mv.lower_bound, \
+                     mv.upper_bound, r.started_at \
+                     FROM metric_values mv \
+                     JOIN runs r ON r.id = mv.run_id \
+                     JOIN commits c ON c.id = r.commit_id \
+                     JOIN scenarios s ON s.id = mv.scenario_id \
+                     JOIN measures m ON m.id = mv.measure_id \
+                     JOIN testbeds t ON t.id = mv.testbed_id \
+                     WHERE r.status IN ('completed', 'partial') \
+                     ORDER BY s.name, s.config_hash, m.name, t.hash, r.branch, c.ordinal, r.id",
+                )
+                .fetch_all(pool)
+                .await?)
+            }
+
+            pub(crate) async fn testbeds(pool: &Pool) -> Result<Vec<(String, String)>> {
+                Ok(sqlx::query_as("SELECT hash, spec FROM testbeds ORDER BY id")
+                    .fetch_all(pool)
+                    .await?)
+            }
+
             pub(crate) async fn runs(pool: &Pool, limit: i64) -> Result<Vec<RunSummary>> {
                 let mut q: QueryBuilder<Db> = QueryBuilder::new(RUN_SELECT);
                 q.push(" ORDER BY r.id DESC LIMIT ");

@@ -34,8 +34,8 @@ pub use error::{Result, StoreError, redact_url};
 pub use types::{
     Alert, AlertInfo, AlertState, Annotation, BeginRun, CommitInfo, Histogram, ImportSummary,
     MetricValue, NewTrial, Point, RunInfo, RunRecord, RunStatus, RunSummary, Scenario,
-    ScenarioResult, SeriesFilter, SeriesKey, Study, StudyInfo, StudySummary, Testbed, TriageEvent,
-    Trial, TrialCounts, TrialOutcome, TrialStatus,
+    ScenarioResult, SeriesFilter, SeriesKey, SeriesPoint, Study, StudyInfo, StudySummary, Testbed,
+    TriageEvent, Trial, TrialCounts, TrialOutcome, TrialStatus,
 };
 
 /// The SQLite file used when no URL is given.
@@ -159,6 +159,27 @@ impl Store {
     /// id).
     pub async fn series(&self, filter: &SeriesFilter) -> Result<Vec<Point>> {
         dispatch!(self, series(filter))
+    }
+
+    /// Every point of every series (completed and partial runs), grouped by series (scenario,
+    /// config, measure, testbed, branch) and in commit order within each: the dashboard's
+    /// overview reads the whole history in this one query.
+    pub async fn all_series_points(&self) -> Result<Vec<SeriesPoint>> {
+        dispatch!(self, all_series_points())
+    }
+
+    /// Every testbed: its hash and its spec (JSON text), oldest first.
+    pub async fn testbeds(&self) -> Result<Vec<(String, serde_json::Value)>> {
+        let rows: Vec<(String, String)> = dispatch!(self, testbeds())?;
+        rows.into_iter()
+            .map(|(hash, spec)| {
+                let spec = serde_json::from_str(&spec).map_err(|e| StoreError::Corrupt {
+                    what: format!("testbed {hash} spec"),
+                    reason: e.to_string(),
+                })?;
+                Ok((hash, spec))
+            })
+            .collect()
     }
 
     /// The series a run recorded values into, sorted by scenario and measure.

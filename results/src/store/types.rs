@@ -203,6 +203,64 @@ from_row! {
     }
 }
 
+from_row! {
+    /// One point of any series, with the series it belongs to (what an overview of every
+    /// series reads in one query).
+    #[derive(Debug, Clone, PartialEq, Serialize)]
+    pub struct SeriesPoint {
+        /// Scenario name.
+        pub scenario: String,
+        /// Engine config hash of the scenario.
+        pub config_hash: String,
+        /// Model of the scenario.
+        pub model: String,
+        /// Workload of the scenario.
+        pub workload: String,
+        /// Measure name.
+        pub measure: String,
+        /// Measure unit.
+        pub unit: String,
+        /// Measure family.
+        pub family: String,
+        /// True when smaller is better.
+        pub lower_is_better: bool,
+        /// Testbed hash.
+        pub testbed: String,
+        /// Branch of the run.
+        pub branch: String,
+        /// The run.
+        pub run_id: i64,
+        /// Commit hash.
+        pub sha: String,
+        /// Commit position (the series' order).
+        pub ordinal: i64,
+        /// Value.
+        pub value: f64,
+        /// Lower bound.
+        pub lower_bound: Option<f64>,
+        /// Upper bound.
+        pub upper_bound: Option<f64>,
+        /// Run start, unix ms.
+        pub started_at: i64,
+    }
+}
+
+impl SeriesPoint {
+    /// The key of the series this point belongs to.
+    pub fn key(&self) -> SeriesKey {
+        SeriesKey {
+            scenario: self.scenario.clone(),
+            config_hash: self.config_hash.clone(),
+            measure: self.measure.clone(),
+            unit: self.unit.clone(),
+            family: self.family.clone(),
+            lower_is_better: self.lower_is_better,
+            testbed: self.testbed.clone(),
+            branch: self.branch.clone(),
+        }
+    }
+}
+
 /// A run as listed by `runs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
