@@ -18,10 +18,13 @@ pub mod views;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
+use axum::extract::Request;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use dyno_results::Store;
@@ -63,6 +66,19 @@ async fn asset(axum::extract::Path(name): axum::extract::Path<String>) -> Respon
     }
 }
 
+/// Adds `Server-Timing: app;dur=MS` to every response: the server's own time for the
+/// request, which browsers' developer tools show and benchmarks read (the overview and
+/// series pages have a 200 ms budget on a year of nightly history).
+async fn server_timing(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let mut response = next.run(request).await;
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    if let Ok(v) = HeaderValue::from_str(&format!("app;dur={ms:.1}")) {
+        response.headers_mut().insert("server-timing", v);
+    }
+    response
+}
+
 /// The whole app: pages, assets and the JSON API.
 pub fn router(store: Store, token: Option<String>) -> Router {
     let state = AppState { store, token: token.filter(|t| !t.is_empty()).map(Arc::from) };
@@ -93,6 +109,7 @@ pub fn router(store: Store, token: Option<String>) -> Router {
         .route("/assets/{name}", get(asset))
         .nest("/api", api)
         .fallback(pages::not_found)
+        .layer(middleware::from_fn(server_timing))
         .with_state(state)
 }
 

@@ -482,17 +482,19 @@ pub async fn series(store: &Store, q: &SeriesQuery) -> Result<SeriesView, DashEr
             q.branch
         )));
     }
-    let all = store.all_series_points().await?;
-    let meta = all
-        .iter()
-        .find(|p| {
-            p.scenario == q.scenario
-                && p.config_hash == q.config
-                && p.measure == q.measure
-                && p.testbed == q.testbed
-                && p.branch == q.branch
+    // The measure's metadata, from the series keys of the newest run.
+    let newest = points.last().map_or(0, |p| p.run_id);
+    let meta = store
+        .series_of_run(newest)
+        .await?
+        .into_iter()
+        .find(|k| {
+            k.scenario == q.scenario
+                && k.config_hash == q.config
+                && k.measure == q.measure
+                && k.testbed == q.testbed
+                && k.branch == q.branch
         })
-        .map(SeriesPoint::key)
         .ok_or_else(|| DashError::NotFound(format!("no series {}", q.scenario)))?;
     let labels = testbed_labels(store).await?;
     let alerts: Vec<AlertView> =
