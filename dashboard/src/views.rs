@@ -991,14 +991,6 @@ fn config_summary(config: &serde_json::Value) -> String {
     rows.into_iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
 }
 
-/// Indices of the points not dominated in (throughput ↑, ttft ↓, tpot ↓).
-fn pareto(points: &[(f64, f64, f64)]) -> Vec<usize> {
-    let dominates = |a: &(f64, f64, f64), b: &(f64, f64, f64)| {
-        a.0 >= b.0 && a.1 <= b.1 && a.2 <= b.2 && (a.0 > b.0 || a.1 < b.1 || a.2 < b.2)
-    };
-    (0..points.len()).filter(|&i| !points.iter().any(|q| dominates(q, &points[i]))).collect()
-}
-
 /// One study: trials, frontier, convergence, best config, predicted against measured.
 pub async fn study(store: &Store, id: i64) -> Result<StudyView, DashError> {
     let study = store.study(id).await?;
@@ -1037,7 +1029,7 @@ pub async fn study(store: &Store, id: i64) -> Result<StudyView, DashError> {
         })
         .collect();
     let points: Vec<(f64, f64, f64)> = figures.iter().map(|(_, p)| *p).collect();
-    let front = pareto(&points);
+    let front = dyno_results::frontier::pareto_front(&points);
     for &k in &front {
         rows[figures[k].0].pareto = true;
     }

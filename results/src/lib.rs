@@ -13,6 +13,7 @@ pub mod analyze;
 pub mod compare;
 pub mod criterion;
 pub mod detect;
+pub mod frontier;
 pub mod store;
 pub mod summary;
 pub mod tables;

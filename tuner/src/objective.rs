@@ -127,16 +127,9 @@ impl TrialMetrics {
 /// those no other point beats or equals on all three while beating on one. Sorted by
 /// throughput, highest first.
 pub fn pareto_frontier(points: &[TrialMetrics]) -> Vec<usize> {
-    let dominates = |a: &TrialMetrics, b: &TrialMetrics| {
-        a.output_throughput >= b.output_throughput
-            && a.ttft_p99_ms <= b.ttft_p99_ms
-            && a.tpot_p99_ms <= b.tpot_p99_ms
-            && (a.output_throughput > b.output_throughput
-                || a.ttft_p99_ms < b.ttft_p99_ms
-                || a.tpot_p99_ms < b.tpot_p99_ms)
-    };
-    let mut front: Vec<usize> =
-        (0..points.len()).filter(|&i| !points.iter().any(|q| dominates(q, &points[i]))).collect();
+    let figures: Vec<(f64, f64, f64)> =
+        points.iter().map(|p| (p.output_throughput, p.ttft_p99_ms, p.tpot_p99_ms)).collect();
+    let mut front = dyno_results::frontier::pareto_front(&figures);
     front.sort_by(|&a, &b| points[b].output_throughput.total_cmp(&points[a].output_throughput));
     front
 }
