@@ -1,4 +1,4 @@
-//! The results-database commands: `dyno db export|import|runs`, `dyno ingest criterion`,
+//! The results-database commands: `dyno db export|import|runs|seed-demo`, `dyno ingest criterion`,
 //! `dyno alerts` and `dyno compare`. Parsing and printing only; the work is dyno-results'.
 
 use std::fs::File;
@@ -33,6 +33,23 @@ pub enum DbCommand {
     Import(ImportArgs),
     /// List the latest runs, newest first.
     Runs(RunsArgs),
+    /// Fill an empty results database with a year of made-up nightly history (planted
+    /// regressions, alerts, triage, a tuning study): a demo and the dashboard's fixture.
+    SeedDemo(SeedDemoArgs),
+}
+
+/// Arguments of `dyno db seed-demo`.
+#[derive(Debug, Args)]
+pub struct SeedDemoArgs {
+    /// The results database to fill; it must hold no runs and no studies.
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Nightly runs on main, one a day ending today (at least 30).
+    #[arg(long, default_value_t = 365, value_name = "N")]
+    pub days: usize,
+    /// Seed of every made-up figure: the same seed gives the same history.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub seed: u64,
 }
 
 /// Arguments of `dyno db export`.
@@ -227,7 +244,24 @@ pub fn run_db(args: DbCmdArgs) -> Result<()> {
         DbCommand::Export(a) => block_on(export(a)),
         DbCommand::Import(a) => block_on(import(a)),
         DbCommand::Runs(a) => block_on(runs(a)),
+        DbCommand::SeedDemo(a) => block_on(seed_demo(a)),
     }
+}
+
+async fn seed_demo(args: SeedDemoArgs) -> Result<()> {
+    let opts = dyno_harness::demo::SeedOptions { days: args.days, seed: args.seed };
+    if opts.days < dyno_harness::demo::MIN_DAYS {
+        // Checked before the database is opened, so a bad value creates no file.
+        return Err(dyno_harness::demo::DemoError::TooFewDays(opts.days).into());
+    }
+    let store = args.db.open().await?;
+    let shown = args.db.shown();
+    let summary = dyno_harness::demo::seed_demo(&store, &opts)
+        .await
+        .with_context(|| format!("seeding the demo into {shown}"))?;
+    println!("{summary} in {shown}");
+    store.close().await;
+    Ok(())
 }
 
 async fn export(args: ExportArgs) -> Result<()> {

@@ -1,6 +1,7 @@
 //! Load generator, vLLM-compatible metrics, SLO/goodput, sweeps and the suite runner.
 
 pub mod client;
+pub mod demo;
 pub mod load;
 pub mod metrics;
 pub mod nightly;
