@@ -323,7 +323,13 @@
       tip.style.display = "none";
       current = null;
     });
+    // A drag (uPlot's zoom) ends in a click too: only a click that did not move navigates.
+    var downAt = null;
+    u.over.addEventListener("mousedown", function (ev) {
+      downAt = [ev.clientX, ev.clientY];
+    });
     u.over.addEventListener("click", function (ev) {
+      if (downAt && Math.abs(ev.clientX - downAt[0]) + Math.abs(ev.clientY - downAt[1]) > 4) return;
       var r = u.over.getBoundingClientRect();
       var p = nearest(u, spec, d, ev.clientX - r.left, ev.clientY - r.top);
       if (p && p.s === 0 && spec.links && spec.links[p.orig]) {
@@ -354,34 +360,37 @@
     return parseFloat(m[1].replace(/,/g, "").replace("−", "-"));
   }
 
+  // Sorts each tbody of the table on its own (a table grouped into several tbody elements,
+  // like the alerts list, keeps its groups), stably, numbers numerically when every
+  // non-empty cell of the column starts with one.
   function sortTable(table, col, th) {
-    var tbody = table.tBodies[0];
-    if (!tbody) return;
     var asc = th.getAttribute("aria-sort") !== "ascending";
     var headRow = th.parentNode;
-    var rows = Array.prototype.slice.call(tbody.rows).filter(function (r) {
-      return r !== headRow;
-    });
-    var keyed = rows.map(function (row, i) {
-      var k = cellKey(row.cells[col]);
-      return { row: row, k: k, n: asNumber(k), i: i };
-    });
-    var numeric = keyed.every(function (r) {
-      return r.k === "" || !isNaN(r.n);
-    });
-    keyed.sort(function (a, b) {
-      var c;
-      if (numeric) {
-        var an = isNaN(a.n) ? Infinity : a.n;
-        var bn = isNaN(b.n) ? Infinity : b.n;
-        c = an < bn ? -1 : an > bn ? 1 : 0;
-      } else {
-        c = a.k.localeCompare(b.k, undefined, { numeric: true, sensitivity: "base" });
-      }
-      return (asc ? c : -c) || a.i - b.i;
-    });
-    keyed.forEach(function (r) {
-      tbody.appendChild(r.row);
+    Array.prototype.forEach.call(table.tBodies, function (tbody) {
+      var rows = Array.prototype.slice.call(tbody.rows).filter(function (r) {
+        return r !== headRow;
+      });
+      var keyed = rows.map(function (row, i) {
+        var k = cellKey(row.cells[col]);
+        return { row: row, k: k, n: asNumber(k), i: i };
+      });
+      var numeric = keyed.every(function (r) {
+        return r.k === "" || !isNaN(r.n);
+      });
+      keyed.sort(function (a, b) {
+        var c;
+        if (numeric) {
+          // Empty cells last in either direction.
+          if (isNaN(a.n) !== isNaN(b.n)) return isNaN(a.n) ? 1 : -1;
+          c = isNaN(a.n) ? 0 : a.n < b.n ? -1 : a.n > b.n ? 1 : 0;
+        } else {
+          c = a.k.localeCompare(b.k, undefined, { numeric: true, sensitivity: "base" });
+        }
+        return (asc ? c : -c) || a.i - b.i;
+      });
+      keyed.forEach(function (r) {
+        tbody.appendChild(r.row);
+      });
     });
     Array.prototype.forEach.call(headRow.cells, function (h) {
       h.removeAttribute("aria-sort");
@@ -418,6 +427,20 @@
       }
     });
     Array.prototype.forEach.call(document.querySelectorAll("table.sortable"), makeSortable);
+    // Timestamps in unix milliseconds (`.time[data-ms]`) read as local date and time; the
+    // exact value stays in the title.
+    Array.prototype.forEach.call(document.querySelectorAll(".time[data-ms]"), function (el) {
+      var ms = Number(el.getAttribute("data-ms"));
+      if (!isFinite(ms) || el.getAttribute("data-ms") === "") return;
+      var d = new Date(ms);
+      var pad = function (n) {
+        return (n < 10 ? "0" : "") + n;
+      };
+      el.title = d.toISOString();
+      if (!el.hasAttribute("data-sort")) el.setAttribute("data-sort", String(ms));
+      el.textContent =
+        d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " + pad(d.getHours()) + ":" + pad(d.getMinutes());
+    });
   }
 
   window.dyno = { drawChart: drawChart, sortTable: sortTable };
