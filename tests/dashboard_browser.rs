@@ -206,12 +206,10 @@ async fn goto(c: &Client, base: &str, path: &str) -> Result<()> {
 }
 
 async fn find(c: &Client, css: &str) -> Result<fantoccini::elements::Element> {
-    c.wait()
-        .at_most(DEADLINE)
-        .every(POLL)
-        .for_element(Locator::Css(css))
-        .await
-        .with_context(|| format!("no element `{css}` on {}", url_of(c).await))
+    match c.wait().at_most(DEADLINE).every(POLL).for_element(Locator::Css(css)).await {
+        Ok(el) => Ok(el),
+        Err(e) => Err(anyhow!(e).context(format!("no element `{css}` on {}", url_of(c).await))),
+    }
 }
 
 async fn count(c: &Client, css: &str) -> Result<usize> {
@@ -330,7 +328,7 @@ async fn overview(c: &Client, base: &str) -> Result<String> {
     }
     find(c, "form#filters input[name=q]").await?;
     find(c, "form#filters select[name=branch]").await?.select_by_value("main").await?;
-    find(c, "form#filters").await?.submit_direct().await?;
+    find(c, "form#filters [type=submit]").await?.click().await?;
     wait_for(c, "the filtered overview (branch=main)", move || async move {
         let url = c.current_url().await?;
         Ok(url.query_pairs().any(|(k, v)| k == "branch" && v == "main")
