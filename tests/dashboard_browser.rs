@@ -191,7 +191,7 @@ async fn connect(driver_port: u16, chromium: &Path, profile: &Path) -> Result<Cl
         }),
     );
     let client = ClientBuilder::rustls()
-        .context("rustls connector")?
+        .context("fantoccini's rustls connector (it loads the system CA roots: ca-certificates)")?
         .capabilities(caps)
         .connect(&format!("http://127.0.0.1:{driver_port}"))
         .await
