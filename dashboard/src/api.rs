@@ -53,9 +53,12 @@ pub async fn compare(
     Ok(Json(views::compare_runs(&state.store, a, b).await?))
 }
 
-/// `GET /api/alerts`.
-pub async fn alerts(State(state): State<AppState>) -> ApiResult<views::AlertsView> {
-    Ok(Json(views::alerts(&state.store).await?))
+/// `GET /api/alerts[?state=all]`.
+pub async fn alerts(
+    State(state): State<AppState>,
+    Query(q): Query<views::AlertsQuery>,
+) -> ApiResult<views::AlertsView> {
+    Ok(Json(views::alerts(&state.store, &q).await?))
 }
 
 /// `GET /api/alerts/{id}`.

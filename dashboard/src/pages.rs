@@ -184,9 +184,12 @@ pub async fn compare(
     render(&ComparePage { view })
 }
 
-/// `GET /alerts`.
-pub async fn alerts(State(state): State<AppState>) -> Result<Html<String>, DashError> {
-    let view = views::alerts(&state.store).await?;
+/// `GET /alerts[?state=all]`.
+pub async fn alerts(
+    State(state): State<AppState>,
+    Query(q): Query<views::AlertsQuery>,
+) -> Result<Html<String>, DashError> {
+    let view = views::alerts(&state.store, &q).await?;
     render(&AlertsPage { view })
 }
 

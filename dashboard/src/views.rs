@@ -842,18 +842,33 @@ pub struct AlertGroupView {
     pub alerts: Vec<AlertView>,
 }
 
-/// The alerts page: every alert, grouped by commit range, newest group first.
+/// Which alerts the alerts page lists: `state=all` shows retracted ones too.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AlertsQuery {
+    /// `all`, or empty for provisional and confirmed alerts only.
+    pub state: String,
+}
+
+/// The alerts page: alerts grouped by commit range, newest group first.
 #[derive(Debug, Clone, Serialize)]
 pub struct AlertsView {
     /// The groups.
     pub groups: Vec<AlertGroupView>,
-    /// Alerts in all.
+    /// Alerts listed.
     pub total: usize,
+    /// Retracted alerts left out (see [`AlertsQuery`]).
+    pub hidden_retracted: usize,
 }
 
-/// Every alert, grouped.
-pub async fn alerts(store: &Store) -> Result<AlertsView, DashError> {
-    let views = alert_views(store).await?;
+/// The alerts `q` asks for, grouped.
+pub async fn alerts(store: &Store, q: &AlertsQuery) -> Result<AlertsView, DashError> {
+    let mut views = alert_views(store).await?;
+    let before = views.len();
+    if q.state != "all" {
+        views.retain(|v| v.alert.info.state != AlertState::Retracted);
+    }
+    let hidden_retracted = before - views.len();
     let total = views.len();
     let mut groups: Vec<AlertGroupView> = Vec::new();
     for v in views {
@@ -876,7 +891,7 @@ pub async fn alerts(store: &Store) -> Result<AlertsView, DashError> {
         };
     }
     groups.reverse();
-    Ok(AlertsView { groups, total })
+    Ok(AlertsView { groups, total, hidden_retracted })
 }
 
 /// One alert with its history.
