@@ -12,7 +12,8 @@
 //! - `dyno db seed-demo --db URL --days N` makes 20 series on branch `main` (plus some on a
 //!   feature branch) with at least one regressed series, a confirmed alert, and a study.
 //! - `dyno dashboard --db URL --bind 127.0.0.1:0 --token T` prints
-//!   `dyno dashboard: listening on http://127.0.0.1:PORT` on stderr.
+//!   `dyno dashboard: listening on http://127.0.0.1:PORT` on stderr (words after the URL are
+//!   allowed).
 //! - `GET /`: `table#overview`, one `tr.series-row` per series (all branches unless filtered),
 //!   each with `a.series-link`, a `span.status` with one of `status-ok`, `status-suspect`,
 //!   `status-regressed`, `status-improved`, and a sparkline `td.spark div.chart`;
@@ -157,7 +158,10 @@ fn start_dashboard(db: &str) -> (KillOnDrop, String, Arc<Mutex<Vec<String>>>) {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Some(url) = line.strip_prefix("dyno dashboard: listening on ") {
-                    let _ = tx.send(url.trim().trim_end_matches('/').to_string());
+                    // The URL is the first word; anything after it (the store, whether
+                    // triage is enabled) is for people.
+                    let url = url.split_whitespace().next().unwrap_or("");
+                    let _ = tx.send(url.trim_end_matches('/').to_string());
                 }
                 lines.lock().unwrap().push(line);
             }
