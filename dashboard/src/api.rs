@@ -20,7 +20,7 @@ pub async fn overview(
     State(state): State<AppState>,
     Query(query): Query<views::OverviewQuery>,
 ) -> ApiResult<views::Overview> {
-    Ok(Json(views::overview(&state.store, query).await?))
+    Ok(Json(views::overview_cached(&state.store, &state.overview, query).await?))
 }
 
 /// `GET /api/series?scenario=&config=&measure=&testbed=&branch=`.

@@ -36,6 +36,9 @@ pub struct AppState {
     pub store: Store,
     /// The triage token; `None` makes the dashboard read-only.
     pub token: Option<Arc<str>>,
+    /// The unfiltered overview and the store version it was built from (see
+    /// [`views::overview_cached`]).
+    pub overview: Arc<views::OverviewCache>,
 }
 
 /// Vendored and own front-end files, compiled in: (name, content type, bytes).
@@ -81,7 +84,11 @@ async fn server_timing(request: Request, next: Next) -> Response {
 
 /// The whole app: pages, assets and the JSON API.
 pub fn router(store: Store, token: Option<String>) -> Router {
-    let state = AppState { store, token: token.filter(|t| !t.is_empty()).map(Arc::from) };
+    let state = AppState {
+        store,
+        token: token.filter(|t| !t.is_empty()).map(Arc::from),
+        overview: Arc::default(),
+    };
     let api = Router::new()
         .route("/overview", get(api::overview))
         .route("/series", get(api::series))

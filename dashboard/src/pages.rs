@@ -137,7 +137,7 @@ pub async fn overview(
     State(state): State<AppState>,
     Query(query): Query<views::OverviewQuery>,
 ) -> Result<Html<String>, DashError> {
-    let view = views::overview(&state.store, query).await?;
+    let view = views::overview_cached(&state.store, &state.overview, query).await?;
     render(&OverviewPage { view })
 }
 

@@ -354,6 +354,34 @@ impl OverviewQuery {
     }
 }
 
+/// The unfiltered overview and the [`Store::content_version`] it was built from.
+pub type OverviewCache = tokio::sync::Mutex<Option<(Vec<i64>, std::sync::Arc<Overview>)>>;
+
+/// The overview through `cache`: rebuilt only when [`Store::content_version`] moved (reading
+/// every point of a year of nightly history is most of a cold overview's time), then filtered
+/// by `query`.
+pub async fn overview_cached(
+    store: &Store,
+    cache: &OverviewCache,
+    query: OverviewQuery,
+) -> Result<Overview, DashError> {
+    let version = store.content_version().await?;
+    let mut cached = cache.lock().await;
+    let full = match cached.as_ref() {
+        Some((v, full)) if *v == version => full.clone(),
+        _ => {
+            let full = std::sync::Arc::new(overview(store, OverviewQuery::default()).await?);
+            *cached = Some((version, full.clone()));
+            full
+        }
+    };
+    drop(cached);
+    let mut view = (*full).clone();
+    view.rows.retain(|r| query.admits(r));
+    view.query = query;
+    Ok(view)
+}
+
 /// The overview: every series with its latest value, changes, sparkline and status.
 pub async fn overview(store: &Store, query: OverviewQuery) -> Result<Overview, DashError> {
     let points = store.all_series_points().await?;

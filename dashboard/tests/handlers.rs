@@ -275,6 +275,30 @@ async fn pages_show_the_seeded_data(store: Store) {
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("tune-chat") && html.contains("class=\"study-link\""));
     let _ = s.alert;
+
+    // The overview is cached by the store's content version: a new run shows at once.
+    let info = RunInfo {
+        commit: CommitInfo { sha: "f".repeat(40), timestamp: None, ordinal: Some(13) },
+        branch: "main".into(),
+        trigger: "nightly".into(),
+        environment: json!({}),
+        idempotency_key: "run-12".into(),
+        testbed: Testbed { spec: json!({"cpu_model": "Test CPU", "cores": 2}) },
+    };
+    let BeginRun::Started(run) = s.store.begin_run(&info).await.expect("begin") else {
+        panic!("already recorded");
+    };
+    let values = [value("output_throughput", "tok/s", "throughput", false, 80.0)];
+    s.store
+        .record_scenario_result(run, &scenario("chat-f32", "mixtral-mini"), &values, &[])
+        .await
+        .expect("record");
+    let before = get_json(&app, "/api/overview?q=throughput&model=mixtral-mini").await;
+    assert_eq!(before["rows"][0]["latest"], 90.0, "a running run has no points yet");
+    s.store.finish_run(run, RunStatus::Completed).await.expect("finish");
+    let after = get_json(&app, "/api/overview?q=throughput&model=mixtral-mini").await;
+    assert_eq!(after["rows"][0]["latest"], 80.0);
+    assert_eq!(after["rows"][0]["points"], 13);
 }
 
 async fn text_from_the_database_is_escaped(store: Store) {

@@ -139,6 +139,20 @@ from_row! {
 
 /// The columns a [`TrialRow`] reads, for `SELECT` and `RETURNING` lists (a macro, so that
 /// `concat!` can build whole statements from it at compile time).
+/// The joins from a metric value to its run, commit, scenario, measure and testbed, keeping
+/// only finished runs' values: what every series query reads from.
+macro_rules! series_joins {
+    () => {
+        " FROM metric_values mv \
+         JOIN runs r ON r.id = mv.run_id \
+         JOIN commits c ON c.id = r.commit_id \
+         JOIN scenarios s ON s.id = mv.scenario_id \
+         JOIN measures m ON m.id = mv.measure_id \
+         JOIN testbeds t ON t.id = mv.testbed_id \
+         WHERE r.status IN ('completed', 'partial')"
+    };
+}
+
 macro_rules! trial_columns {
     () => {
         "id, study_id, number, config, predicted, measured, status, error, run_id, started_at, \
@@ -689,17 +703,12 @@ macro_rules! backend {
             }
 
             pub(crate) async fn series(pool: &Pool, f: &SeriesFilter) -> Result<Vec<Point>> {
-                let mut q: QueryBuilder<Db> = QueryBuilder::new(
+                let mut q: QueryBuilder<Db> = QueryBuilder::new(concat!(
                     "SELECT r.id AS run_id, c.sha, c.ordinal, r.branch, t.hash AS testbed, mv.value, \
-                     mv.lower_bound, mv.upper_bound, mv.n, r.started_at \
-                     FROM metric_values mv \
-                     JOIN runs r ON r.id = mv.run_id \
-                     JOIN commits c ON c.id = r.commit_id \
-                     JOIN scenarios s ON s.id = mv.scenario_id \
-                     JOIN measures m ON m.id = mv.measure_id \
-                     JOIN testbeds t ON t.id = mv.testbed_id \
-                     WHERE r.status IN ('completed', 'partial') AND s.name = ",
-                );
+                     mv.lower_bound, mv.upper_bound, mv.n, r.started_at",
+                    series_joins!(),
+                    " AND s.name = "
+                ));
                 q.push_bind(&f.scenario);
                 q.push(" AND m.name = ");
                 q.push_bind(&f.measure);
@@ -720,22 +729,30 @@ macro_rules! backend {
             }
 
             pub(crate) async fn all_series_points(pool: &Pool) -> Result<Vec<SeriesPoint>> {
-                Ok(sqlx::query_as(
+                Ok(sqlx::query_as(concat!(
                     "SELECT s.name AS scenario, s.config_hash, s.model, s.workload, \
                      m.name AS measure, m.unit, m.family, m.lower_is_better, t.hash AS testbed, \
                      r.branch, r.id AS run_id, c.sha, c.ordinal, mv.value, mv.lower_bound, \
-                     mv.upper_bound, r.started_at \
-                     FROM metric_values mv \
-                     JOIN runs r ON r.id = mv.run_id \
-                     JOIN commits c ON c.id = r.commit_id \
-                     JOIN scenarios s ON s.id = mv.scenario_id \
-                     JOIN measures m ON m.id = mv.measure_id \
-                     JOIN testbeds t ON t.id = mv.testbed_id \
-                     WHERE r.status IN ('completed', 'partial') \
-                     ORDER BY s.name, s.config_hash, m.name, t.hash, r.branch, c.ordinal, r.id",
-                )
+                     mv.upper_bound, r.started_at",
+                    series_joins!(),
+                    " ORDER BY s.name, s.config_hash, m.name, t.hash, r.branch, c.ordinal, r.id"
+                ))
                 .fetch_all(pool)
                 .await?)
+            }
+
+            pub(crate) async fn content_version(pool: &Pool) -> Result<Vec<i64>> {
+                let row: (i64, i64, i64, i64, i64, i64) = sqlx::query_as(
+                    "SELECT (SELECT COALESCE(MAX(id), 0) FROM runs), \
+                     (SELECT COUNT(*) FROM runs WHERE status IN ('completed', 'partial')), \
+                     (SELECT COUNT(*) FROM alerts), \
+                     (SELECT COALESCE(MAX(updated_at), 0) FROM alerts), \
+                     (SELECT COALESCE(MAX(id), 0) FROM triage_events), \
+                     (SELECT COUNT(*) FROM testbeds)",
+                )
+                .fetch_one(pool)
+                .await?;
+                Ok(vec![row.0, row.1, row.2, row.3, row.4, row.5])
             }
 
             pub(crate) async fn testbeds(pool: &Pool) -> Result<Vec<(String, String)>> {

@@ -168,6 +168,13 @@ impl Store {
         dispatch!(self, all_series_points())
     }
 
+    /// A value that changes whenever what a series overview shows can change: runs started or
+    /// finished, alerts opened or moved on, triage steps, testbeds. Equal versions mean the
+    /// same points, alerts and triage, so a reader may reuse what it computed from them.
+    pub async fn content_version(&self) -> Result<Vec<i64>> {
+        dispatch!(self, content_version())
+    }
+
     /// Every testbed: its hash and its spec (JSON text), oldest first.
     pub async fn testbeds(&self) -> Result<Vec<(String, serde_json::Value)>> {
         let rows: Vec<(String, String)> = dispatch!(self, testbeds())?;
