@@ -1094,13 +1094,17 @@ pub async fn study(store: &Store, id: i64) -> Result<StudyView, DashError> {
         points.iter().map(|p| p.0).collect(),
         true,
     ));
+    // The frontier is over three figures (throughput, p99 TTFT, p99 TPOT); drawn against one
+    // latency its members are points, not a line (a line would zig-zag).
     let mut frontier: Vec<(f64, f64)> = front.iter().map(|&k| (points[k].2, points[k].0)).collect();
     frontier.sort_by(|a, b| a.0.total_cmp(&b.0));
+    pareto_chart.title =
+        Some("throughput against p99 TPOT; frontier over throughput, p99 TTFT and p99 TPOT".into());
     pareto_chart.series.push(ChartSeries::xy(
         "Pareto frontier",
         frontier.iter().map(|p| p.0).collect(),
         frontier.iter().map(|p| p.1).collect(),
-        false,
+        true,
     ));
 
     let mut convergence = Chart::new(ChartKind::Line);

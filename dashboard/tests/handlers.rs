@@ -118,6 +118,29 @@ async fn seed(store: Store) -> Seeded {
         })
         .await
         .expect("alert");
+    // An earlier flag on the same series that detection withdrew.
+    store
+        .upsert_alert(&AlertInfo {
+            series: SeriesKey {
+                scenario: "chat-f32".into(),
+                config_hash: "hash-mixtral-mini".into(),
+                measure: "ttft_p99_ms".into(),
+                unit: "ms".into(),
+                family: "latency".into(),
+                lower_is_better: true,
+                testbed: Testbed { spec: json!({"cpu_model": "Test CPU", "cores": 2}) }.hash(),
+                branch: "main".into(),
+            },
+            commit: format!("03{}", "ab".repeat(19)),
+            state: AlertState::Retracted,
+            regression: true,
+            before: 201.0,
+            after: 203.0,
+            change_pct: 1.0,
+            p_value: None,
+        })
+        .await
+        .expect("retracted alert");
     let study = store
         .create_study(&StudyInfo {
             name: "tune-chat".into(),
@@ -254,7 +277,13 @@ async fn pages_show_the_seeded_data(store: Store) {
 
     // Alerts and the study.
     let alerts = get_json(&app, "/api/alerts").await;
-    assert_eq!(alerts["total"], 1);
+    assert_eq!((alerts["total"].as_u64(), alerts["hidden_retracted"].as_u64()), (Some(1), Some(1)));
+    let all = get_json(&app, "/api/alerts?state=all").await;
+    assert_eq!((all["total"].as_u64(), all["hidden_retracted"].as_u64()), (Some(2), Some(0)));
+    let (status, html) = get(&app, "/alerts").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(html.matches("class=\"alert-row").count(), 1);
+    assert!(html.contains("href=\"/alerts?state=all\""));
     let study = get_json(&app, &format!("/api/studies/{}", s.study)).await;
     assert_eq!(study["best"], 1, "the second trial (numbers start at 0) has the best goodput");
     let pareto: Vec<bool> = study["trials"]
