@@ -26,7 +26,7 @@ pub fn run_dashboard(a: DashboardArgs) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(&a.bind)
             .await
             .with_context(|| format!("--bind {}: cannot listen there", a.bind))?;
-        let addr = dyno_dashboard::bound(&listener).context("reading the bound address")?;
+        let addr = listener.local_addr().context("reading the bound address")?;
         let mode = if a.token.as_deref().is_some_and(|t| !t.is_empty()) {
             "triage enabled"
         } else {

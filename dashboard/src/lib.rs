@@ -16,7 +16,6 @@ pub mod error;
 pub mod pages;
 pub mod views;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -127,9 +126,4 @@ pub async fn serve(
     token: Option<String>,
 ) -> std::io::Result<()> {
     axum::serve(listener, router(store, token)).await
-}
-
-/// The address a listener is bound to, for the startup line.
-pub fn bound(listener: &tokio::net::TcpListener) -> std::io::Result<SocketAddr> {
-    listener.local_addr()
 }

@@ -45,10 +45,6 @@ pub trait Formatting {
     fn value(&self, x: impl Shown) -> String {
         x.shown().map_or_else(|| "–".into(), fmt_value)
     }
-    /// An optional value.
-    fn opt(&self, x: impl Shown) -> String {
-        self.value(x)
-    }
     /// A relative change as a signed percentage.
     fn pct(&self, x: impl Shown) -> String {
         views::fmt_pct(&x.shown())
@@ -119,13 +115,6 @@ page!(
     /// One study.
     StudyPage, "study.html" { view: views::StudyView }
 );
-
-impl SeriesPage {
-    /// The chart's spec.
-    pub fn chart_json(&self) -> String {
-        self.view.chart.to_json()
-    }
-}
 
 /// Renders a page, or the error page when rendering fails.
 fn render(page: &impl Template) -> Result<Html<String>, DashError> {

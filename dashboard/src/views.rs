@@ -605,11 +605,9 @@ fn cdf_points(data: &[u8]) -> Option<(Vec<f64>, Vec<f64>)> {
     }
     let mut xs = Vec::new();
     let mut ys = Vec::new();
-    let quantiles =
-        (0..=100).map(|i| f64::from(i) / 100.0).chain([0.995, 0.999, 0.9999]).collect::<Vec<_>>();
-    let mut qs = quantiles;
-    qs.sort_by(f64::total_cmp);
-    for q in qs {
+    // Every percentile to p98, then the tail up to the maximum, in increasing order.
+    let tail = [0.99, 0.995, 0.999, 0.9999, 1.0];
+    for q in (0..99).map(|i| f64::from(i) / 100.0).chain(tail) {
         // Histograms hold microseconds.
         let ms = h.value_at_quantile(q) as f64 / 1000.0;
         xs.push(ms.max(1e-3));
@@ -931,18 +929,9 @@ pub async fn alert(store: &Store, id: i64) -> Result<AlertView, DashError> {
 
 /// Parses a triage action name.
 pub fn triage_action(name: &str) -> Result<TriageAction, DashError> {
-    [
-        TriageAction::Acknowledged,
-        TriageAction::Fixed,
-        TriageAction::Invalid,
-        TriageAction::Improvement,
-    ]
-    .into_iter()
-    .find(|a| a.as_str() == name)
-    .ok_or_else(|| {
-        DashError::BadRequest(format!(
-            "action {name:?} is not one of acknowledged, fixed, invalid, improvement"
-        ))
+    TriageAction::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = TriageAction::ALL.iter().map(|a| a.as_str()).collect();
+        DashError::BadRequest(format!("action {name:?} is not one of {}", names.join(", ")))
     })
 }
 

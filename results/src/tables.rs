@@ -113,6 +113,19 @@ pub enum TriageAction {
 }
 
 impl TriageAction {
+    /// Every action, in the order forms and help list them.
+    pub const ALL: [TriageAction; 4] = [
+        TriageAction::Acknowledged,
+        TriageAction::Fixed,
+        TriageAction::Invalid,
+        TriageAction::Improvement,
+    ];
+
+    /// The action stored as `name`, if any.
+    pub fn parse(name: &str) -> Option<TriageAction> {
+        Self::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+
     /// The name stored in the triage history.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -244,6 +257,14 @@ pub fn render_alert(view: &AlertView) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn triage_actions_parse_from_their_stored_names() {
+        for a in TriageAction::ALL {
+            assert_eq!(TriageAction::parse(a.as_str()), Some(a));
+        }
+        assert_eq!(TriageAction::parse("ack"), None);
+    }
 
     #[test]
     fn dates_are_utc_civil_time() {

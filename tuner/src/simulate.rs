@@ -186,6 +186,17 @@ fn next_events(
     Next { arrival, step_end, wake, deadline }
 }
 
+/// How many requests `plan` sends (unbounded for a closed loop without a request limit), and
+/// its closed-loop concurrency.
+fn plan_size(plan: &Plan) -> (usize, Option<usize>) {
+    match plan.pacing {
+        Pacing::Open => (plan.arrivals_s.len(), None),
+        Pacing::Closed { concurrency } => {
+            (plan.max_requests.unwrap_or(usize::MAX), Some(concurrency))
+        }
+    }
+}
+
 /// Requests from this many on are prepared ahead on a second thread (below it, a thread
 /// costs more than it saves).
 const PREPARE_AHEAD_FROM: usize = 4096;
@@ -265,10 +276,7 @@ pub fn simulate(
     step_cost: &impl StepCost,
     opts: &SimOptions,
 ) -> SimOutcome {
-    let total = match plan.pacing {
-        Pacing::Open => plan.arrivals_s.len(),
-        Pacing::Closed { .. } => plan.max_requests.unwrap_or(usize::MAX),
-    };
+    let (total, _) = plan_size(plan);
     if total < PREPARE_AHEAD_FROM {
         return run_events(plan, model, config, step_cost, opts, RequestSource::Inline(plan));
     }
@@ -301,12 +309,7 @@ fn run_events(
         .collect();
     let max_context = replicas[0].scheduler.max_context();
 
-    let (total, closed) = match plan.pacing {
-        Pacing::Open => (plan.arrivals_s.len(), None),
-        Pacing::Closed { concurrency } => {
-            (plan.max_requests.unwrap_or(usize::MAX), Some(concurrency))
-        }
-    };
+    let (total, closed) = plan_size(plan);
     let mut requests: Vec<Request> = Vec::with_capacity(total.min(1 << 20));
     // Closed loop: times at which a slot frees up and the next request goes out.
     let mut free_slots: BinaryHeap<Reverse<(u64, usize)>> = BinaryHeap::new();
